@@ -1,0 +1,90 @@
+//! The `tollgate-mock` binary: readiness line, flags, serving, and clean shutdown.
+
+// Test helpers outside #[test] fns are not covered by clippy.toml's test allowances;
+// failing loudly is exactly what they should do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use common::{data_events, post, send, text};
+
+/// Kills the child if an assertion fails before the clean shutdown.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn binary_serves_and_stops_on_sigterm() {
+    let child = Command::new(env!("CARGO_BIN_EXE_tollgate-mock"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tokens",
+            "3",
+            "--ttft",
+            "1ms",
+            "--inter-token",
+            "0ms",
+        ])
+        .args([
+            "--latency",
+            "uniform:0ms..2ms",
+            "--line-ending",
+            "crlf",
+            "--keepalive-comments",
+            "--threads",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    let raw = text(
+        send(addr, post("/v1/chat/completions", body, &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let lf = raw.replace("\r\n", "\n");
+    assert!(lf.starts_with(": keep-alive\n\n"));
+    assert_eq!(data_events(&lf).len(), 4);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.0.wait().unwrap().success());
+}
+
+#[test]
+fn binary_rejects_bad_flags_with_exit_1() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tollgate-mock"))
+        .args(["--fault", "explode"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown fault"));
+}

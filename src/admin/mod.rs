@@ -1,0 +1,69 @@
+//! The admin listener: liveness, readiness and Prometheus metrics, apart from client traffic.
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::GatewayBody;
+use crate::error::{ErrorKind, GatewayError};
+use crate::server::Shared;
+use crate::upstream::stats::ExchangeStats;
+
+/// Answers `/healthz`, `/readyz` and `/metrics`.
+#[derive(Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    fn answer(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
+        let path = req.uri().path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return Err(GatewayError::new(ErrorKind::UnknownPath, "admin URLs: /healthz, /readyz, /metrics"));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "admin URLs accept GET only"));
+        }
+        let (status, content_type, body) = match path {
+            "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            "/readyz" if self.shared.ready.load(Ordering::Acquire) => {
+                let version = self.shared.live.load().version.clone();
+                (StatusCode::OK, "text/plain", Bytes::from(format!("ready config_version={version}\n")))
+            }
+            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not ready\n")),
+            _ => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from(self.shared.metrics.encode()),
+            ),
+        };
+        let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Ok(response)
+    }
+}
+
+impl tower::Service<Request<Incoming>> for AdminService {
+    type Response = Response<GatewayBody>;
+    type Error = GatewayError;
+    type Future = Ready<Result<Response<GatewayBody>, GatewayError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        ready(self.answer(&req))
+    }
+}

@@ -1,0 +1,317 @@
+//! Decodes an OpenAI-format request body without re-serializing it.
+//!
+//! Only the top-level fields the gateway acts on are parsed (`model`, `stream`,
+//! `stream_options`); every other field is validated as JSON and left where it is. The
+//! upstream body is the client's bytes with at most two splices: the model name, and
+//! `stream_options.include_usage` forced on for streams so the gateway can count tokens.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// The fields of a request body the gateway reads, with where they sit in the body.
+#[derive(Debug)]
+pub struct RequestFields<'a> {
+    pub model: Cow<'a, str>,
+    pub stream: bool,
+    /// The client asked for the usage chunk (`stream_options.include_usage: true`).
+    pub include_usage: bool,
+    model_span: Range<usize>,
+    stream_options: Option<(&'a RawValue, Range<usize>)>,
+    /// Offset of the closing `}` of the top-level object.
+    object_end: usize,
+}
+
+#[derive(Default)]
+struct RawFields<'a> {
+    model: Option<&'a RawValue>,
+    stream: Option<&'a RawValue>,
+    stream_options: Option<&'a RawValue>,
+    duplicate: Option<&'static str>,
+}
+
+impl<'de> de::Deserialize<'de> for RawFields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopLevel;
+        impl<'de> Visitor<'de> for TopLevel {
+            type Value = RawFields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = RawFields::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    let (slot, name) = match key.as_ref() {
+                        "model" => (&mut fields.model, "model"),
+                        "stream" => (&mut fields.stream, "stream"),
+                        "stream_options" => (&mut fields.stream_options, "stream_options"),
+                        _ => continue,
+                    };
+                    // A repeated key could make the gateway and the upstream read different
+                    // values (JSON parsers disagree on which one wins), so refuse it.
+                    if slot.replace(value).is_some() {
+                        fields.duplicate = Some(name);
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(TopLevel)
+    }
+}
+
+fn span_of(body: &[u8], raw: &RawValue) -> Range<usize> {
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.get().len()
+}
+
+fn invalid(param: &'static str, message: impl Into<Cow<'static, str>>) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidField, message).with_param(param)
+}
+
+/// Deepest nesting of arrays and objects a request body may have. Fields the gateway does
+/// not read are skipped without recursion, so this is for the upstream's sake: many JSON
+/// parsers recurse and fall over (or worse) on hostile nesting.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// True when `body` nests arrays and objects deeper than `limit` (strings are skipped).
+fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+impl<'a> RequestFields<'a> {
+    /// Parses `body`, a JSON object with at least a `model`.
+    pub fn parse(body: &'a [u8]) -> Result<RequestFields<'a>, GatewayError> {
+        if nests_deeper_than(body, MAX_JSON_DEPTH) {
+            return Err(GatewayError::new(
+                ErrorKind::MalformedJson,
+                format!("request body nests deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        let raw: RawFields<'a> = serde_json::from_slice(body).map_err(|err| {
+            let what = if err.is_data() { "a JSON object" } else { "valid JSON" };
+            GatewayError::new(
+                ErrorKind::MalformedJson,
+                format!("request body is not {what}: {err}"),
+            )
+        })?;
+        if let Some(name) = raw.duplicate {
+            return Err(invalid(name, format!("`{name}` appears more than once")));
+        }
+        let model_raw = match raw.model {
+            Some(value) if value.get() != "null" => value,
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::MissingModel,
+                    "you must provide a model parameter",
+                )
+                .with_param("model"));
+            }
+        };
+        let model: Cow<'a, str> = serde_json::from_str(model_raw.get())
+            .map_err(|_| invalid("model", "`model` must be a string"))?;
+        let stream = match raw.stream.map(RawValue::get) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(invalid("stream", "`stream` must be a boolean")),
+        };
+        let mut include_usage = false;
+        let mut stream_options = None;
+        if let Some(options) = raw.stream_options.filter(|v| v.get() != "null") {
+            if !options.get().starts_with('{') {
+                return Err(invalid("stream_options", "`stream_options` must be an object"));
+            }
+            let parsed: StreamOptions = serde_json::from_str(options.get()).map_err(|_| {
+                invalid("stream_options", "`stream_options` must be an object")
+            })?;
+            include_usage = parsed.include_usage.unwrap_or(false);
+            stream_options = Some((options, span_of(body, options)));
+        }
+        let object_end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .unwrap_or_default();
+        Ok(RequestFields {
+            model_span: span_of(body, model_raw),
+            model,
+            stream,
+            include_usage,
+            stream_options,
+            object_end,
+        })
+    }
+
+    /// The body to send upstream. `upstream_model` is the JSON string literal to put in
+    /// place of `model`, or `None` to keep the client's. Copies only when something changes.
+    pub fn upstream_body(
+        &self,
+        body: &Bytes,
+        upstream_model: Option<&[u8]>,
+    ) -> Result<Bytes, GatewayError> {
+        let mut edits: [Option<(Range<usize>, Cow<'_, [u8]>)>; 2] = [None, None];
+        if let Some(model) = upstream_model {
+            edits[0] = Some((self.model_span.clone(), Cow::Borrowed(model)));
+        }
+        if self.stream && !self.include_usage {
+            edits[1] = Some(match &self.stream_options {
+                Some((raw, span)) => (span.clone(), Cow::Owned(with_include_usage(raw)?)),
+                None => (
+                    self.object_end..self.object_end,
+                    Cow::Borrowed(&br#","stream_options":{"include_usage":true}"#[..]),
+                ),
+            });
+        }
+        let mut edits: Vec<_> = edits.into_iter().flatten().collect();
+        if edits.is_empty() {
+            return Ok(body.clone());
+        }
+        edits.sort_by_key(|(span, _)| span.start);
+        let extra: usize = edits.iter().map(|(_, text)| text.len()).sum();
+        let mut out = Vec::with_capacity(body.len() + extra);
+        let mut at = 0;
+        for (span, text) in &edits {
+            out.extend_from_slice(&body[at..span.start]);
+            out.extend_from_slice(text);
+            at = span.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Ok(Bytes::from(out))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// `stream_options` with `include_usage: true`, other keys kept (e.g. vLLM's
+/// `continuous_usage_stats`). Only runs for streams whose client did not ask for usage.
+fn with_include_usage(raw: &RawValue) -> Result<Vec<u8>, GatewayError> {
+    let mut options: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw.get())
+            .map_err(|_| invalid("stream_options", "`stream_options` must be an object"))?;
+    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&options)
+        .map_err(|_| invalid("stream_options", "`stream_options` could not be rewritten"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(body: &str, model: Option<&str>) -> String {
+        let bytes = Bytes::from(body.to_owned());
+        let fields = RequestFields::parse(&bytes).unwrap();
+        let model = model.map(|m| serde_json::to_vec(m).unwrap());
+        let out = fields.upstream_body(&bytes, model.as_deref()).unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn reads_model_stream_and_usage_flag() {
+        let body = br#"{"model":"m\u0031","stream":true,"stream_options":{"include_usage":true}}"#;
+        let fields = RequestFields::parse(body).unwrap();
+        assert_eq!(fields.model, "m1");
+        assert!(fields.stream && fields.include_usage);
+    }
+
+    #[test]
+    fn unchanged_body_is_shared_not_copied() {
+        let bytes = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let fields = RequestFields::parse(&bytes).unwrap();
+        let out = fields.upstream_body(&bytes, None).unwrap();
+        assert_eq!(out.as_ptr(), bytes.as_ptr());
+    }
+
+    #[test]
+    fn rewrites_model_and_keeps_every_other_byte() {
+        let body = r#"{ "temperature" : 0.5, "model" : "alias", "x_vendor": {"a": [1, 2]} }"#;
+        assert_eq!(
+            upstream(body, Some("real/model")),
+            r#"{ "temperature" : 0.5, "model" : "real/model", "x_vendor": {"a": [1, 2]} }"#
+        );
+    }
+
+    #[test]
+    fn stream_without_options_gets_include_usage() {
+        let out = upstream(r#"{"model":"a","stream":true}  "#, None);
+        assert_eq!(
+            out,
+            r#"{"model":"a","stream":true,"stream_options":{"include_usage":true}}  "#
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn stream_options_false_is_turned_on_and_other_keys_kept() {
+        let out = upstream(
+            r#"{"stream_options":{"include_usage":false,"continuous_usage_stats":true},"model":"a","stream":true}"#,
+            Some("b"),
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["stream_options"]["include_usage"], true);
+        assert_eq!(json["stream_options"]["continuous_usage_stats"], true);
+        assert_eq!(json["model"], "b");
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_right_kind() {
+        let kind = |body: &str| RequestFields::parse(body.as_bytes()).unwrap_err().kind;
+        assert_eq!(kind("{not json"), ErrorKind::MalformedJson);
+        assert_eq!(kind("[1,2]"), ErrorKind::MalformedJson);
+        assert_eq!(kind(r#"{"messages":[]}"#), ErrorKind::MissingModel);
+        assert_eq!(kind(r#"{"model":null}"#), ErrorKind::MissingModel);
+        assert_eq!(kind(r#"{"model":7}"#), ErrorKind::InvalidField);
+        assert_eq!(kind(r#"{"model":"a","stream":"yes"}"#), ErrorKind::InvalidField);
+        assert_eq!(kind(r#"{"model":"a","model":"b"}"#), ErrorKind::InvalidField);
+        assert_eq!(kind(r#"{"model":"a","stream_options":[]}"#), ErrorKind::InvalidField);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(kind(&format!(r#"{{"model":"a","x":{deep}}}"#)), ErrorKind::MalformedJson);
+        let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH - 1), "]".repeat(MAX_JSON_DEPTH - 1));
+        assert!(RequestFields::parse(format!(r#"{{"model":"a","x":{ok}}}"#).as_bytes()).is_ok());
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"model":"a","x":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(RequestFields::parse(text.as_bytes()).is_ok());
+        assert_eq!(kind("\"\u{0}\""), ErrorKind::MalformedJson);
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed() {
+        let body = b"{\"model\":\"\xff\xfe\"}";
+        assert_eq!(RequestFields::parse(body).unwrap_err().kind, ErrorKind::MalformedJson);
+    }
+}

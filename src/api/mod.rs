@@ -1,0 +1,191 @@
+//! The client-facing OpenAI surface: decode the request, pick the route, hand it to a provider.
+
+pub mod decode;
+mod request_body;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::GatewayBody;
+use crate::error::{ErrorKind, GatewayError};
+use crate::exchange::Exchange;
+use crate::providers::Provider;
+use crate::providers::demo::{self, DemoKind, DemoPlan, DemoStream};
+use crate::upstream::source::Source;
+use crate::upstream::stats::ExchangeStats;
+use crate::upstream::tee::{StreamTimeouts, Tee};
+use crate::upstream::{self, Outbound, Surface};
+use decode::RequestFields;
+
+/// A request on its way through the stack, with the record every layer writes into.
+pub struct ApiRequest {
+    pub exchange: Arc<Exchange>,
+    pub http: Request<Incoming>,
+}
+
+/// The innermost service: the API surfaces themselves.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApiService;
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, GatewayError>> + Send>>;
+
+impl tower::Service<ApiRequest> for ApiService {
+    type Response = Response<GatewayBody>;
+    type Error = GatewayError;
+    // One box per request: the handler's state machine is large and lives across awaits.
+    type Future = HandlerFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ApiRequest) -> HandlerFuture {
+        Box::pin(handle(req))
+    }
+}
+
+async fn handle(req: ApiRequest) -> Result<Response<GatewayBody>, GatewayError> {
+    let surface = match req.http.uri().path() {
+        "/v1/models" if req.http.method() == Method::GET => return models(&req.exchange),
+        "/v1/chat/completions" => Surface::Chat,
+        "/v1/completions" => Surface::Completions,
+        "/v1/embeddings" => Surface::Embeddings,
+        "/v1/models" => return Err(method_not_allowed("GET")),
+        path => {
+            return Err(GatewayError::new(
+                ErrorKind::UnknownPath,
+                format!("unknown URL {}", truncate(path, 200)),
+            ));
+        }
+    };
+    if req.http.method() != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    generate(req, surface).await
+}
+
+fn method_not_allowed(allowed: &str) -> GatewayError {
+    GatewayError::new(ErrorKind::MethodNotAllowed, format!("this URL accepts {allowed} only"))
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+fn snapshot_of(exchange: &Exchange) -> Result<&Arc<crate::snapshot::Snapshot>, GatewayError> {
+    exchange
+        .snapshot()
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "no config snapshot loaded"))
+}
+
+fn tenant_of(exchange: &Exchange) -> Result<&Arc<crate::auth::Tenant>, GatewayError> {
+    exchange
+        .tenant
+        .get()
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "request reached the API unauthenticated"))
+}
+
+fn models(exchange: &Exchange) -> Result<Response<GatewayBody>, GatewayError> {
+    let body = tenant_of(exchange)?.models_body.clone();
+    let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+async fn generate(req: ApiRequest, surface: Surface) -> Result<Response<GatewayBody>, GatewayError> {
+    let ApiRequest { exchange, http } = req;
+    let snapshot = snapshot_of(&exchange)?.clone();
+    let body = request_body::read(http, &snapshot.limits).await?;
+    let fields = RequestFields::parse(&body)?;
+    let route = snapshot.routes.get(fields.model.as_ref()).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::ModelNotFound,
+            format!("the model `{}` does not exist", truncate(&fields.model, 200)),
+        )
+        .with_param("model")
+    })?;
+    if !tenant_of(&exchange)?.may_use(route.index) {
+        return Err(GatewayError::new(
+            ErrorKind::ModelNotAllowed,
+            format!("this key may not use the model `{}`", route.alias),
+        )
+        .with_param("model"));
+    }
+    let _ = exchange.route.set(route.clone());
+    // Embeddings never stream, whatever the body says.
+    let stream = fields.stream && surface != Surface::Embeddings;
+    let strip_usage = stream && !fields.include_usage;
+    let upstream_body = if stream == fields.stream {
+        fields.upstream_body(&body, route.upstream_model.as_deref())?
+    } else {
+        body.clone()
+    };
+    drop(fields);
+    let out = Outbound { surface, body: upstream_body, stream, strip_usage, arrived: exchange.arrived };
+    match &route.provider {
+        Provider::Openai(provider) => upstream::forward(provider, route, &snapshot.limits, out).await,
+        Provider::Demo(provider) => demo_answer(provider, route, out).await,
+    }
+}
+
+/// Answers from the built-in demo provider, through the same tee as real upstreams.
+async fn demo_answer(
+    provider: &demo::DemoProvider,
+    route: &crate::snapshot::Route,
+    out: Outbound,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let mut stats = ExchangeStats { stream: out.stream, ..ExchangeStats::default() };
+    let kind = match out.surface {
+        Surface::Embeddings => {
+            let body = demo::embeddings_body(provider, &out.body)?;
+            stats.ttft = Some(out.arrived.elapsed());
+            return Ok(json_response(body, stats));
+        }
+        Surface::Chat => DemoKind::Chat,
+        Surface::Completions => DemoKind::Completion,
+    };
+    let plan = DemoPlan::new(provider, kind, &out.body)?;
+    if out.stream {
+        let now = Instant::now();
+        let total = now + route.timeouts.total.0;
+        let timeouts = StreamTimeouts {
+            first_event: (now + route.timeouts.first_token.0).min(total),
+            idle: route.timeouts.idle.0,
+            total,
+        };
+        let source = Source::Demo(DemoStream::new(plan, provider));
+        let tee = Tee::new(source, out.strip_usage, timeouts, out.arrived);
+        let mut response = Response::new(GatewayBody::stream(tee, stats));
+        upstream::set_stream_headers(response.headers_mut());
+        return Ok(response);
+    }
+    // A non-streaming answer arrives when the whole text would have been generated.
+    tokio::time::sleep(plan.generation_time(provider)).await;
+    let body = plan.response_body();
+    let view = upstream::openai_view::AnswerView::parse(&body).ok();
+    stats.usage = view.as_ref().and_then(|v| v.usage);
+    stats.finish_reason = view.and_then(|v| v.choices.finish_reason);
+    stats.ttft = Some(out.arrived.elapsed());
+    Ok(json_response(body, stats))
+}
+
+fn json_response(body: Bytes, stats: ExchangeStats) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(body, stats));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,181 @@
+//! Client authentication: API key -> tenant, with keys stored only as SHA-256 hashes.
+//!
+//! A presented key is hashed, its hash looked up by an 8-byte prefix, and the full 32 bytes
+//! compared in constant time, so response timing says nothing about how close a guess was.
+
+mod layer;
+
+pub use layer::{AuthLayer, Authenticate};
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ErrorKind, GatewayError};
+
+/// A caller, as compiled from config.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: Box<str>,
+    /// Indexed by route index: may this tenant use that alias?
+    allowed: Box<[bool]>,
+    /// The `GET /v1/models` answer for this tenant, built once per snapshot.
+    pub models_body: Bytes,
+}
+
+impl Tenant {
+    /// `models` may contain `"*"` for every alias; unknown names were rejected before this.
+    pub fn new(
+        name: &str,
+        models: &[String],
+        aliases: &BTreeSet<&str>,
+        route_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Self {
+        let everything = models.iter().any(|m| m == "*");
+        let mut allowed = vec![false; aliases.len()];
+        let mut listed = Vec::new();
+        for alias in aliases {
+            if everything || models.iter().any(|m| m == alias) {
+                if let Some(i) = route_index(alias) {
+                    allowed[i] = true;
+                }
+                listed.push(serde_json::json!({
+                    "id": alias, "object": "model", "created": 0, "owned_by": "tollgate",
+                }));
+            }
+        }
+        let body = serde_json::json!({"object": "list", "data": listed});
+        Self {
+            name: name.into(),
+            allowed: allowed.into_boxed_slice(),
+            models_body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        }
+    }
+
+    pub fn may_use(&self, route_index: usize) -> bool {
+        self.allowed.get(route_index).copied().unwrap_or(false)
+    }
+}
+
+/// The SHA-256 of a client key, as hex: what goes into `key_hashes`.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Key hashes -> tenants.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    by_prefix: HashMap<u64, Vec<([u8; 32], Arc<Tenant>)>>,
+}
+
+fn prefix(hash: &[u8; 32]) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(head)
+}
+
+impl KeyTable {
+    /// Adds a hex key hash; rejects malformed and repeated hashes.
+    pub fn insert(&mut self, hex_hash: &str, tenant: Arc<Tenant>) -> Result<(), String> {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(hex_hash.trim(), &mut hash)
+            .map_err(|_| "must be 64 hex characters, as printed by `tollgate hash-key`".to_owned())?;
+        let bucket = self.by_prefix.entry(prefix(&hash)).or_default();
+        if bucket.iter().any(|(known, _)| *known == hash) {
+            return Err("this key hash is listed twice".into());
+        }
+        bucket.push((hash, tenant));
+        Ok(())
+    }
+
+    /// The tenant owning `key`, if any.
+    pub fn lookup(&self, key: &[u8]) -> Option<&Arc<Tenant>> {
+        let hash: [u8; 32] = Sha256::digest(key).into();
+        let bucket = self.by_prefix.get(&prefix(&hash))?;
+        let mut found = None;
+        for (known, tenant) in bucket {
+            if bool::from(known.ct_eq(&hash)) {
+                found = Some(tenant);
+            }
+        }
+        found
+    }
+}
+
+/// The key a request presents: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let bytes = value.as_bytes();
+        if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
+            return Some(bytes[7..].trim_ascii());
+        }
+    }
+    headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii())
+}
+
+/// Resolves the caller of a request against the key table.
+pub fn authenticate<'a>(keys: &'a KeyTable, headers: &HeaderMap) -> Result<&'a Arc<Tenant>, GatewayError> {
+    let key = presented_key(headers)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::MissingApiKey,
+                "no API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
+            )
+        })?;
+    keys.lookup(key)
+        .ok_or_else(|| GatewayError::new(ErrorKind::InvalidApiKey, "the API key is not valid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> Arc<Tenant> {
+        Arc::new(Tenant::new(name, &[], &BTreeSet::new(), &|_| None))
+    }
+
+    #[test]
+    fn hash_matches_known_sha256() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn looks_up_keys_by_hash_only() {
+        let mut table = KeyTable::default();
+        table.insert(&hash_key("sk-team-a"), tenant("a")).unwrap();
+        table.insert(&hash_key("sk-team-b"), tenant("b")).unwrap();
+        assert_eq!(&*table.lookup(b"sk-team-a").unwrap().name, "a");
+        assert_eq!(&*table.lookup(b"sk-team-b").unwrap().name, "b");
+        assert!(table.lookup(b"sk-team-c").is_none());
+        assert!(table.insert(&hash_key("sk-team-a"), tenant("c")).is_err());
+        assert!(table.insert("zz", tenant("c")).is_err());
+    }
+
+    #[test]
+    fn reads_bearer_or_x_api_key() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers), None);
+        headers.insert("x-api-key", "k1".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some(&b"k1"[..]));
+        headers.insert("authorization", "bearer  k2 ".parse().unwrap());
+        assert_eq!(presented_key(&headers), Some(&b"k2"[..]));
+    }
+
+    #[test]
+    fn authenticate_distinguishes_missing_and_invalid() {
+        let table = KeyTable::default();
+        let headers = HeaderMap::new();
+        assert_eq!(authenticate(&table, &headers).unwrap_err().kind, ErrorKind::MissingApiKey);
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "Bearer nope".parse().unwrap());
+        assert_eq!(authenticate(&table, &headers).unwrap_err().kind, ErrorKind::InvalidApiKey);
+    }
+}

@@ -1,0 +1,128 @@
+//! The response body type of every API response: a whole body or a streaming tee.
+//!
+//! It is concrete (not boxed) so layers can reach the exchange stats, and it writes the
+//! access log line and metrics exactly once: when the body ends, or when it is dropped early
+//! because the client went away.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::error::ErrorKind;
+use crate::exchange::Exchange;
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::stats::ExchangeStats;
+use crate::upstream::tee::Tee;
+
+enum Content {
+    Full(Option<Bytes>),
+    Stream(Pin<Box<Tee>>),
+}
+
+/// Set by the access-log layer: what to report when the body ends.
+struct Report {
+    exchange: Arc<Exchange>,
+    metrics: Arc<Metrics>,
+    status: u16,
+}
+
+pub struct GatewayBody {
+    content: Content,
+    stats: ExchangeStats,
+    report: Option<Report>,
+}
+
+impl GatewayBody {
+    pub fn full(bytes: Bytes, stats: ExchangeStats) -> Self {
+        Self { content: Content::Full(Some(bytes)), stats, report: None }
+    }
+
+    pub fn error(bytes: Bytes, kind: ErrorKind) -> Self {
+        let stats = ExchangeStats { error: Some(kind), ..ExchangeStats::default() };
+        Self::full(bytes, stats)
+    }
+
+    pub fn stream(tee: Tee, stats: ExchangeStats) -> Self {
+        Self { content: Content::Stream(Box::pin(tee)), stats, report: None }
+    }
+
+    pub fn stats(&self) -> &ExchangeStats {
+        &self.stats
+    }
+
+    pub fn is_stream(&self) -> bool {
+        matches!(self.content, Content::Stream(_))
+    }
+
+    /// Arranges for the access log and metrics to be written when this body ends.
+    pub fn report_to(&mut self, exchange: Arc<Exchange>, metrics: Arc<Metrics>, status: u16) {
+        if self.is_stream() {
+            metrics.stream_started();
+        }
+        self.report = Some(Report { exchange, metrics, status });
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if let Some(report) = self.report.take() {
+            if self.is_stream() {
+                report.metrics.stream_ended();
+            }
+            access_log::record(&report.exchange, &report.metrics, report.status, &self.stats, completed);
+        }
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let next = match &mut this.content {
+            Content::Full(bytes) => {
+                let next = bytes.take();
+                // A whole body is done once handed over; hyper need not poll again for the end.
+                this.finish(true);
+                next
+            }
+            Content::Stream(tee) => match tee.as_mut().poll_next(cx, &mut this.stats) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            },
+        };
+        match next {
+            Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            None => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.content, Content::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.content {
+            Content::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Content::Full(None) => SizeHint::with_exact(0),
+            Content::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for GatewayBody {
+    fn drop(&mut self) {
+        // Still holding a report here means the body never reached its end: the client left
+        // (or the connection failed) mid-response.
+        self.finish(false);
+    }
+}

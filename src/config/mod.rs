@@ -1,0 +1,295 @@
+//! The YAML config file as typed structs: what an operator writes, before it is compiled.
+//!
+//! Every struct rejects unknown keys, so a typo is an error at `tollgate check` time rather
+//! than a silently ignored setting. Semantic checks (references between sections, loopback
+//! rules) happen in `snapshot::compile`, which reports the offending key path.
+
+mod duration;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::{ConfigDuration, parse_duration};
+
+/// The whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+/// The client-facing API listener. Listener addresses are read at start-up only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Largest upstream non-streaming response body the gateway will hold.
+    pub max_response_bytes: usize,
+    /// HTTP/1 read buffer; request heads larger than this get 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its complete request head.
+    pub header_read_timeout: ConfigDuration,
+    /// Time a client has to send its complete request body.
+    pub body_read_timeout: ConfigDuration,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub shutdown_grace: ConfigDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 10 * 1024 * 1024,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: ConfigDuration::from_secs(10),
+            body_read_timeout: ConfigDuration::from_secs(30),
+            shutdown_grace: ConfigDuration::from_secs(30),
+        }
+    }
+}
+
+/// The admin listener (health, readiness, metrics).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Client authentication.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `false` is allowed only when every listener is on a loopback address.
+    pub enabled: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// A tenant: who is calling, with which keys, allowed to use which model aliases.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// SHA-256 hashes (hex) of the tenant's client keys, as printed by `tollgate hash-key`.
+    #[serde(default)]
+    pub key_hashes: Vec<String>,
+    /// Model aliases this tenant may use; `"*"` means all.
+    pub models: Vec<String>,
+}
+
+/// An upstream provider, selected by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// Any OpenAI-compatible server: vLLM, TGI, Ollama, llama.cpp, OpenAI.
+    Openai(OpenAiProviderConfig),
+    /// Built in, no network: deterministic answers for demos and smoke tests.
+    Demo(DemoProviderConfig),
+}
+
+/// Which HTTP version to speak to an upstream.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamHttp {
+    /// HTTP/2 when TLS ALPN offers it, HTTP/1.1 otherwise.
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 only; on plain `http://` this is h2c with prior knowledge.
+    Http2,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiProviderConfig {
+    /// e.g. `http://127.0.0.1:8000/v1`; surfaces are appended (`/chat/completions`, ...).
+    pub base_url: String,
+    /// Name of an environment variable holding the upstream API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Path of a file holding the upstream API key (trailing newline ignored).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Extra static headers sent on every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub http: UpstreamHttp,
+    /// PEM file with extra CA certificates trusted beside the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: ConfigDuration,
+    /// Idle pooled connections kept per upstream host.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+fn default_connect_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(5)
+}
+
+fn default_pool_max_idle() -> usize {
+    256
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoProviderConfig {
+    /// Delay before the first token.
+    pub ttft: ConfigDuration,
+    /// Delay between tokens when streaming.
+    pub inter_token: ConfigDuration,
+    /// Output length in tokens (capped by the request's `max_tokens`).
+    pub tokens: u32,
+    /// Length of demo embedding vectors.
+    pub embedding_dims: usize,
+}
+
+impl Default for DemoProviderConfig {
+    fn default() -> Self {
+        Self {
+            ttft: ConfigDuration::from_millis(50),
+            inter_token: ConfigDuration::from_millis(20),
+            tokens: 24,
+            embedding_dims: 16,
+        }
+    }
+}
+
+/// A model alias clients put in `model`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name of an entry under `providers`.
+    pub provider: String,
+    /// Model name sent upstream; defaults to the alias (TGI needs `tgi`).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// Per-route upstream timeouts.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Until the upstream answers with headers and, when streaming, its first event.
+    pub first_token: ConfigDuration,
+    /// Longest silence between two upstream body chunks once the answer has begun.
+    pub idle: ConfigDuration,
+    /// The whole upstream exchange, body included.
+    pub total: ConfigDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            first_token: ConfigDuration::from_secs(60),
+            idle: ConfigDuration::from_secs(30),
+            total: ConfigDuration::from_secs(600),
+        }
+    }
+}
+
+/// Why a config file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Parses YAML text; errors name the key path that is wrong.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            ConfigError::Invalid {
+                path: if path == "." { "(top level)".into() } else { path },
+                message: err.into_inner().to_string(),
+            }
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<(Config, String), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok((Self::from_yaml(&text)?, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let err = Config::from_yaml("server:\n  listen: 127.0.0.1:1\n  bogus: 1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("server"), "{text}");
+        assert!(text.contains("bogus"), "{text}");
+    }
+
+    #[test]
+    fn provider_type_selects_variant_and_rejects_unknown_fields() {
+        let ok = Config::from_yaml(
+            "providers:\n  d:\n    type: demo\n    tokens: 3\n  v:\n    type: openai\n    base_url: http://127.0.0.1:1/v1\n",
+        )
+        .unwrap();
+        assert!(matches!(ok.providers["d"], ProviderConfig::Demo(ref d) if d.tokens == 3));
+        assert!(matches!(ok.providers["v"], ProviderConfig::Openai(_)));
+
+        let err = Config::from_yaml(
+            "providers:\n  v:\n    type: openai\n    base_url: x\n    api_key: sk-secret\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("providers.v"), "{err}");
+        assert!(err.contains("api_key"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_path() {
+        let err = Config::from_yaml("server:\n  header_read_timeout: 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.header_read_timeout"), "{err}");
+    }
+}

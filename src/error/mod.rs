@@ -1,0 +1,274 @@
+//! Gateway errors and the one function that turns them into responses.
+//!
+//! Each step has its own small error enum; all of them convert into [`GatewayError`], whose
+//! [`ErrorKind`] is a closed vocabulary that says whose fault it was. [`into_response`] is the
+//! only place that chooses a status code and writes an error body; [`stream_error_event`]
+//! writes the same body as the terminal SSE event once a stream has begun.
+
+mod rescue;
+
+pub use rescue::{Rescue, RescueLayer};
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::GatewayBody;
+
+/// Who caused an error. Exposed as `x-tollgate-error-source` and as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Policy,
+    Upstream,
+    Gateway,
+}
+
+impl Fault {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Policy => "policy",
+            Fault::Upstream => "upstream",
+            Fault::Gateway => "gateway",
+        }
+    }
+}
+
+/// The closed set of error kinds. Adding one means adding its status, type and code here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    MalformedJson,
+    InvalidField,
+    MissingModel,
+    UnsupportedMediaType,
+    BodyTooLarge,
+    BodyReadTimeout,
+    BodyIncomplete,
+    MethodNotAllowed,
+    UnknownPath,
+    ModelNotFound,
+    MissingApiKey,
+    InvalidApiKey,
+    ModelNotAllowed,
+    UnsupportedParameter,
+    UpstreamConnect,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    UpstreamStreamInterrupted,
+    UpstreamStreamTruncated,
+    UpstreamResponseTooLarge,
+    UpstreamRateLimited,
+    UpstreamStatus,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for pre-registering metric series.
+    pub const ALL: [ErrorKind; 24] = [
+        ErrorKind::MalformedJson,
+        ErrorKind::InvalidField,
+        ErrorKind::MissingModel,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::BodyReadTimeout,
+        ErrorKind::BodyIncomplete,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::UnknownPath,
+        ErrorKind::ModelNotFound,
+        ErrorKind::MissingApiKey,
+        ErrorKind::InvalidApiKey,
+        ErrorKind::ModelNotAllowed,
+        ErrorKind::UnsupportedParameter,
+        ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::UpstreamProtocol,
+        ErrorKind::UpstreamStreamInterrupted,
+        ErrorKind::UpstreamStreamTruncated,
+        ErrorKind::UpstreamResponseTooLarge,
+        ErrorKind::UpstreamRateLimited,
+        ErrorKind::UpstreamStatus,
+        ErrorKind::ShuttingDown,
+        ErrorKind::Internal,
+    ];
+
+    /// Status, OpenAI `error.type`, `error.code` and fault, in one table.
+    #[rustfmt::skip]
+    const fn spec(self) -> (StatusCode, &'static str, &'static str, Fault) {
+        use ErrorKind::*;
+        match self {
+            MalformedJson => (StatusCode::BAD_REQUEST, "invalid_request_error", "malformed_json", Fault::Client),
+            InvalidField => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_field", Fault::Client),
+            MissingModel => (StatusCode::BAD_REQUEST, "invalid_request_error", "missing_model", Fault::Client),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error", "unsupported_media_type", Fault::Client),
+            BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "body_too_large", Fault::Client),
+            BodyReadTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "body_read_timeout", Fault::Client),
+            BodyIncomplete => (StatusCode::BAD_REQUEST, "invalid_request_error", "body_incomplete", Fault::Client),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", Fault::Client),
+            UnknownPath => (StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", Fault::Client),
+            ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", Fault::Client),
+            MissingApiKey => (StatusCode::UNAUTHORIZED, "authentication_error", "missing_api_key", Fault::Client),
+            InvalidApiKey => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", Fault::Client),
+            ModelNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "model_not_allowed", Fault::Policy),
+            UnsupportedParameter => (StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_parameter", Fault::Client),
+            UpstreamConnect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", Fault::Upstream),
+            UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", Fault::Upstream),
+            UpstreamProtocol => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_bad_response", Fault::Upstream),
+            UpstreamStreamInterrupted => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_interrupted", Fault::Upstream),
+            UpstreamStreamTruncated => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_truncated", Fault::Upstream),
+            UpstreamResponseTooLarge => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_response_too_large", Fault::Upstream),
+            UpstreamRateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited", Fault::Upstream),
+            // An upstream error answer passed through as is; its own status wins.
+            UpstreamStatus => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error_status", Fault::Upstream),
+            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "gateway_error", "shutting_down", Fault::Gateway),
+            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_error", "internal_error", Fault::Gateway),
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        self.spec().0
+    }
+
+    pub const fn error_type(self) -> &'static str {
+        self.spec().1
+    }
+
+    pub const fn code(self) -> &'static str {
+        self.spec().2
+    }
+
+    pub const fn fault(self) -> Fault {
+        self.spec().3
+    }
+
+    /// Dense index for per-kind metric arrays.
+    pub fn index(self) -> usize {
+        ErrorKind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+}
+
+/// An error on its way to the caller: a kind, a human message, and the offending parameter.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub message: Cow<'static, str>,
+    pub param: Option<&'static str>,
+    pub retry_after: Option<Duration>,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+/// The OpenAI error JSON for `err`: `{"error":{"message","type","param","code"}}`.
+fn error_json(err: &GatewayError) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {
+            "message": err.message,
+            "type": err.kind.error_type(),
+            "param": err.param,
+            "code": err.kind.code(),
+        }
+    });
+    // Serializing a `Value` of strings cannot fail; fall back to a fixed body rather than panic.
+    serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"error":{"message":"internal error","type":"gateway_error","param":null,"code":"internal_error"}}"#.to_vec()
+    })
+}
+
+/// The one function that turns an error into an HTTP response.
+pub fn into_response(err: &GatewayError) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::error(Bytes::from(error_json(err)), err.kind));
+    *response.status_mut() = err.kind.status();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-tollgate-error-source",
+        HeaderValue::from_static(err.kind.fault().as_str()),
+    );
+    if let Some(after) = err.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+    }
+    response
+}
+
+/// The same error body as a terminal SSE event, for errors after a stream has begun.
+pub fn stream_error_event(err: &GatewayError) -> Bytes {
+    let json = error_json(err);
+    let mut event = Vec::with_capacity(json.len() + 8);
+    event.extend_from_slice(b"data: ");
+    event.extend_from_slice(&json);
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_distinct_code_and_index() {
+        let mut codes: Vec<_> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
+        for (i, kind) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i);
+        }
+    }
+
+    #[test]
+    fn maps_faults_to_statuses() {
+        assert_eq!(ErrorKind::MalformedJson.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(ErrorKind::BodyTooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ErrorKind::UnsupportedMediaType.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(ErrorKind::ModelNotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(ErrorKind::InvalidApiKey.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ErrorKind::ModelNotAllowed.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ErrorKind::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ErrorKind::UpstreamTimeout.fault(), Fault::Upstream);
+    }
+
+    #[test]
+    fn body_is_openai_error_json() {
+        let err = GatewayError::new(ErrorKind::MissingModel, "you must provide a model parameter")
+            .with_param("model");
+        let json: serde_json::Value = serde_json::from_slice(&error_json(&err)).unwrap();
+        assert_eq!(json["error"]["type"], "invalid_request_error");
+        assert_eq!(json["error"]["code"], "missing_model");
+        assert_eq!(json["error"]["param"], "model");
+        assert_eq!(json["error"]["message"], "you must provide a model parameter");
+    }
+
+    #[test]
+    fn stream_event_is_one_sse_data_event() {
+        let err = GatewayError::new(ErrorKind::UpstreamStreamInterrupted, "upstream went away");
+        let event = stream_error_event(&err);
+        assert!(event.starts_with(b"data: {\"error\""));
+        assert!(event.ends_with(b"\n\n"));
+        assert_eq!(event.iter().filter(|b| **b == b'\n').count(), 2);
+    }
+}

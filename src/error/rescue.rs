@@ -1,0 +1,67 @@
+//! Rescue layer: every error from the layers below becomes one response, via `into_response`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use tower::{Layer, Service};
+
+use super::{GatewayError, into_response};
+use crate::body::GatewayBody;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Rescue<S> {
+    inner: S,
+}
+
+impl<S, R> Service<R> for Rescue<S>
+where
+    S: Service<R, Response = Response<GatewayBody>, Error = GatewayError>,
+{
+    type Response = Response<GatewayBody>;
+    type Error = std::convert::Infallible;
+    type Future = RescueFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Layers below are always ready; an error here would have no request to answer.
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) | Err(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        RescueFuture { inner: self.inner.call(req) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response<GatewayBody>, GatewayError>>,
+{
+    type Output = Result<Response<GatewayBody>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
+            Ok(response) => response,
+            Err(err) => into_response(&err),
+        }))
+    }
+}

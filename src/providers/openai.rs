@@ -1,0 +1,105 @@
+//! An OpenAI-compatible upstream (vLLM, TGI, Ollama, llama.cpp, OpenAI) as compiled from config.
+
+use std::fmt;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use crate::config::OpenAiProviderConfig;
+use crate::upstream::Surface;
+use crate::upstream::client::{self, HttpClient};
+
+/// A compiled OpenAI-compatible provider: URIs, credentials and headers prepared once.
+pub struct OpenAiProvider {
+    pub name: Box<str>,
+    pub client: HttpClient,
+    chat: Uri,
+    completions: Uri,
+    embeddings: Uri,
+    /// Static headers for every upstream request, the API key among them (marked sensitive
+    /// so it never shows in debug output).
+    pub headers: HeaderMap,
+}
+
+impl fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiProvider")
+            .field("name", &self.name)
+            .field("chat", &self.chat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compile problem: the key (below the provider) and why.
+pub type CompileProblem = (String, String);
+
+impl OpenAiProvider {
+    pub fn compile(name: &str, cfg: &OpenAiProviderConfig) -> Result<Self, CompileProblem> {
+        let base = cfg.base_url.trim_end_matches('/');
+        let parsed: Uri = base
+            .parse()
+            .map_err(|err| ("base_url".to_owned(), format!("not a URL: {err}")))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err(("base_url".into(), "must be an http:// or https:// URL with a host".into()));
+        }
+        if parsed.query().is_some() {
+            return Err(("base_url".into(), "must not have a query string".into()));
+        }
+        let uri = |suffix: &str| -> Result<Uri, CompileProblem> {
+            format!("{base}{suffix}")
+                .parse()
+                .map_err(|err| ("base_url".to_owned(), format!("cannot extend with {suffix}: {err}")))
+        };
+
+        let mut headers = HeaderMap::new();
+        for (key, value) in &cfg.headers {
+            let name = HeaderName::try_from(key.as_str())
+                .map_err(|_| (format!("headers.{key}"), "not a valid header name".to_owned()))?;
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| (format!("headers.{key}"), "not a valid header value".to_owned()))?;
+            headers.insert(name, value);
+        }
+        if let Some(key) = read_api_key(cfg)? {
+            let mut value = HeaderValue::try_from(format!("Bearer {key}"))
+                .map_err(|_| ("api_key".to_owned(), "the key holds characters not allowed in a header".to_owned()))?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let client = client::build(cfg).map_err(|err| ("ca_file".to_owned(), err))?;
+        Ok(Self {
+            name: name.into(),
+            client,
+            chat: uri("/chat/completions")?,
+            completions: uri("/completions")?,
+            embeddings: uri("/embeddings")?,
+            headers,
+        })
+    }
+
+    pub fn uri(&self, surface: Surface) -> &Uri {
+        match surface {
+            Surface::Chat => &self.chat,
+            Surface::Completions => &self.completions,
+            Surface::Embeddings => &self.embeddings,
+        }
+    }
+}
+
+/// Reads the upstream key from the environment or a file; never from the YAML itself.
+fn read_api_key(cfg: &OpenAiProviderConfig) -> Result<Option<String>, CompileProblem> {
+    match (&cfg.api_key_env, &cfg.api_key_file) {
+        (Some(_), Some(_)) => Err((
+            "api_key_env".into(),
+            "set api_key_env or api_key_file, not both".into(),
+        )),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+            _ => Err(("api_key_env".into(), format!("environment variable {var} is not set or empty"))),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
+            Ok(_) => Err(("api_key_file".into(), format!("{} is empty", path.display()))),
+            Err(err) => Err(("api_key_file".into(), format!("cannot read {}: {err}", path.display()))),
+        },
+        (None, None) => Ok(None),
+    }
+}

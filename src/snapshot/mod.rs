@@ -1,0 +1,227 @@
+//! The live state: config compiled into an immutable [`Snapshot`], held in one `ArcSwap`.
+//!
+//! Compiling is fallible and happens off the request path; swapping is not. A request loads
+//! the snapshot once and uses it to the end, so it sees the old state or the new, never a mix.
+
+mod layer;
+
+pub use layer::{LoadSnapshot, SnapshotLayer};
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{KeyTable, Tenant};
+use crate::config::{Config, ProviderConfig, TimeoutsConfig};
+use crate::providers::{DemoProvider, OpenAiProvider, Provider};
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
+
+/// The one holder of live state.
+pub type Live = Arc<ArcSwap<Snapshot>>;
+
+/// Request-size and read limits that apply to every request.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub body_read_timeout: Duration,
+}
+
+/// A model alias, compiled.
+#[derive(Debug)]
+pub struct Route {
+    pub alias: Box<str>,
+    /// Dense index, for per-tenant permission bitsets.
+    pub index: usize,
+    pub provider: Provider,
+    /// The upstream model as a JSON string literal, when it differs from the alias.
+    pub upstream_model: Option<Bytes>,
+    pub timeouts: TimeoutsConfig,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// Everything a request needs, compiled from one config file.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Content hash of the config text: a label on metrics and an attribute on spans.
+    pub version: Box<str>,
+    pub limits: Limits,
+    /// `None` when auth is off (loopback only); then every caller is `anonymous`.
+    pub keys: Option<KeyTable>,
+    pub anonymous: Arc<Tenant>,
+    pub routes: HashMap<Box<str>, Arc<Route>>,
+}
+
+/// A config that does not compile: the key path and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CompileError {
+    pub path: String,
+    pub message: String,
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> CompileError {
+    CompileError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The listener addresses, which are fixed at start-up; auth may be off only if all are loopback.
+pub fn listeners(config: &Config) -> [SocketAddr; 2] {
+    [config.server.listen, config.admin.listen]
+}
+
+/// Compiles `config` (whose file text is `text`) into a snapshot.
+pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapshot, CompileError> {
+    let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
+
+    if !config.auth.enabled && !listeners(config).iter().all(|a| a.ip().is_loopback()) {
+        return Err(problem(
+            "auth.enabled",
+            "auth may be off only when server.listen and admin.listen are loopback addresses",
+        ));
+    }
+
+    let mut providers: HashMap<&str, Provider> = HashMap::new();
+    for (name, provider) in &config.providers {
+        let compiled = match provider {
+            ProviderConfig::Openai(cfg) => Provider::Openai(Arc::new(
+                OpenAiProvider::compile(name, cfg)
+                    .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?,
+            )),
+            ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(cfg))),
+        };
+        providers.insert(name, compiled);
+    }
+
+    let mut routes = HashMap::new();
+    for (index, (alias, route)) in config.routes.iter().enumerate() {
+        let path = format!("routes.{alias}");
+        if alias.is_empty() || alias.contains('@') {
+            return Err(problem(path, "an alias must be non-empty and must not contain `@`"));
+        }
+        let provider = providers.get(route.provider.as_str()).ok_or_else(|| {
+            problem(
+                format!("{path}.provider"),
+                format!("no provider named `{}` under providers", route.provider),
+            )
+        })?;
+        let timeouts = route.timeouts;
+        for (key, value) in [
+            ("first_token", timeouts.first_token),
+            ("idle", timeouts.idle),
+            ("total", timeouts.total),
+        ] {
+            if value.0.is_zero() {
+                return Err(problem(format!("{path}.timeouts.{key}"), "must be greater than zero"));
+            }
+        }
+        let upstream_model = match &route.upstream_model {
+            Some(model) if model != alias => Some(Bytes::from(
+                serde_json::to_vec(model).map_err(|e| problem(format!("{path}.upstream_model"), e.to_string()))?,
+            )),
+            _ => None,
+        };
+        routes.insert(
+            alias.as_str().into(),
+            Arc::new(Route {
+                alias: alias.as_str().into(),
+                index,
+                provider: provider.clone(),
+                upstream_model,
+                timeouts,
+                metrics: metrics.route(alias),
+            }),
+        );
+    }
+
+    let aliases: BTreeSet<&str> = config.routes.keys().map(String::as_str).collect();
+    let route_index = |alias: &str| routes.get(alias).map(|r: &Arc<Route>| r.index);
+    let mut keys = KeyTable::default();
+    let mut tenant_names = BTreeSet::new();
+    for (i, tenant) in config.tenants.iter().enumerate() {
+        let path = format!("tenants[{i}]");
+        if !tenant_names.insert(tenant.name.as_str()) {
+            return Err(problem(format!("{path}.name"), format!("tenant `{}` is defined twice", tenant.name)));
+        }
+        for model in &tenant.models {
+            if model != "*" && !aliases.contains(model.as_str()) {
+                return Err(problem(format!("{path}.models"), format!("no route named `{model}`")));
+            }
+        }
+        let compiled = Arc::new(Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index));
+        for (k, hash) in tenant.key_hashes.iter().enumerate() {
+            keys.insert(hash, compiled.clone())
+                .map_err(|why| problem(format!("{path}.key_hashes[{k}]"), why))?;
+        }
+    }
+
+    let all = ["*".to_owned()];
+    Ok(Snapshot {
+        version: version.into(),
+        limits: Limits {
+            max_body_bytes: config.server.max_body_bytes,
+            max_response_bytes: config.server.max_response_bytes,
+            body_read_timeout: config.server.body_read_timeout.0,
+        },
+        keys: config.auth.enabled.then_some(keys),
+        anonymous: Arc::new(Tenant::new("anonymous", &all, &aliases, &route_index)),
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_yaml(yaml: &str) -> Result<Snapshot, CompileError> {
+        let config = Config::from_yaml(yaml).unwrap();
+        compile(&config, yaml, &Metrics::new())
+    }
+
+    const DEMO: &str = "providers:\n  d:\n    type: demo\n";
+
+    #[test]
+    fn unknown_provider_names_the_route_key() {
+        let err = compile_yaml(&format!("auth:\n  enabled: false\n{DEMO}routes:\n  m:\n    provider: nope\n")).unwrap_err();
+        assert_eq!(err.path, "routes.m.provider");
+    }
+
+    #[test]
+    fn auth_off_requires_loopback_listeners() {
+        let err = compile_yaml(&format!("server:\n  listen: 0.0.0.0:8080\nauth:\n  enabled: false\n{DEMO}")).unwrap_err();
+        assert_eq!(err.path, "auth.enabled");
+        assert!(compile_yaml(&format!("auth:\n  enabled: false\n{DEMO}")).is_ok());
+        assert!(compile_yaml(&format!("server:\n  listen: 0.0.0.0:8080\n{DEMO}")).is_ok());
+    }
+
+    #[test]
+    fn tenants_must_name_existing_routes_and_valid_hashes() {
+        let base = format!("{DEMO}routes:\n  m:\n    provider: d\n");
+        let err = compile_yaml(&format!("{base}tenants:\n  - name: t\n    models: [x]\n")).unwrap_err();
+        assert_eq!(err.path, "tenants[0].models");
+        let err = compile_yaml(&format!("{base}tenants:\n  - name: t\n    models: [m]\n    key_hashes: [abc]\n")).unwrap_err();
+        assert_eq!(err.path, "tenants[0].key_hashes[0]");
+    }
+
+    #[test]
+    fn version_is_a_content_hash() {
+        let a = compile_yaml(DEMO).unwrap();
+        let b = compile_yaml(&format!("{DEMO}\n")).unwrap();
+        assert_eq!(a.version.len(), 12);
+        assert_ne!(a.version, b.version);
+    }
+
+    #[test]
+    fn upstream_model_is_precomputed_as_json() {
+        let snap = compile_yaml(&format!("{DEMO}routes:\n  m:\n    provider: d\n    upstream_model: tgi\n  same:\n    provider: d\n    upstream_model: same\n")).unwrap();
+        assert_eq!(snap.routes["m"].upstream_model.as_deref(), Some(&b"\"tgi\""[..]));
+        assert_eq!(snap.routes["same"].upstream_model, None);
+    }
+}

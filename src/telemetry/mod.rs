@@ -1,0 +1,5 @@
+//! Telemetry: metrics, logging set-up and the per-request access log.
+
+pub mod access_log;
+pub mod logging;
+pub mod metrics;

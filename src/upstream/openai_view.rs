@@ -1,0 +1,183 @@
+//! Borrowed views of OpenAI-format answers: just the usage, finish reasons and errors.
+//!
+//! Stream chunks and whole responses share one shape for these fields, so one parser serves
+//! both. Everything else in the JSON is skipped without allocation; `choices` is walked
+//! element by element instead of being collected into a `Vec`.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, SeqAccess, Visitor};
+
+/// Token usage as reported upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// Why generation stopped. The common values are variants so the hot path does not allocate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    FunctionCall,
+    Other(Box<str>),
+}
+
+impl FinishReason {
+    pub fn parse(text: &str) -> FinishReason {
+        match text {
+            "stop" => FinishReason::Stop,
+            "length" => FinishReason::Length,
+            "tool_calls" => FinishReason::ToolCalls,
+            "content_filter" => FinishReason::ContentFilter,
+            "function_call" => FinishReason::FunctionCall,
+            other => FinishReason::Other(other.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
+            FinishReason::ContentFilter => "content_filter",
+            FinishReason::FunctionCall => "function_call",
+            FinishReason::Other(text) => text,
+        }
+    }
+}
+
+/// What the gateway reads from one chunk or one whole response.
+#[derive(Debug, Default, Deserialize)]
+pub struct AnswerView<'a> {
+    #[serde(default)]
+    pub choices: ChoicesView,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// Present on mid-stream error events (`data: {"error":{...}}`).
+    #[serde(default, borrow)]
+    pub error: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> AnswerView<'a> {
+    pub fn parse(json: &'a [u8]) -> Result<AnswerView<'a>, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+
+    /// A chunk that carries usage and no choices: the extra chunk `include_usage` asks for.
+    pub fn is_usage_only(&self) -> bool {
+        self.usage.is_some() && self.choices.count == 0 && self.error.is_none()
+    }
+}
+
+/// The parts of `choices` the gateway needs, gathered without collecting the array.
+#[derive(Debug, Default)]
+pub struct ChoicesView {
+    /// Number of choices in this chunk (`null` counts as zero).
+    pub count: usize,
+    /// The last non-null `finish_reason` among them.
+    pub finish_reason: Option<FinishReason>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for ChoicesView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChoicesVisitor;
+        impl<'de> Visitor<'de> for ChoicesVisitor {
+            type Value = ChoicesView;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of choices or null")
+            }
+            fn visit_unit<E>(self) -> Result<ChoicesView, E> {
+                Ok(ChoicesView::default())
+            }
+            fn visit_none<E>(self) -> Result<ChoicesView, E> {
+                Ok(ChoicesView::default())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ChoicesView, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChoicesView, A::Error> {
+                let mut view = ChoicesView::default();
+                while let Some(choice) = seq.next_element::<ChoiceView<'de>>()? {
+                    view.count += 1;
+                    if let Some(reason) = choice.finish_reason {
+                        view.finish_reason = Some(FinishReason::parse(&reason));
+                    }
+                }
+                Ok(view)
+            }
+        }
+        deserializer.deserialize_option(ChoicesVisitor)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_content_chunk() {
+        let view = AnswerView::parse(
+            br#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi \"there\""},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(view.choices.count, 1);
+        assert_eq!(view.choices.finish_reason, None);
+        assert!(!view.is_usage_only());
+    }
+
+    #[test]
+    fn reads_usage_chunk_with_empty_or_null_choices() {
+        for choices in ["[]", "null"] {
+            let json = format!(
+                r#"{{"choices":{choices},"usage":{{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}}}"#
+            );
+            let view = AnswerView::parse(json.as_bytes()).unwrap();
+            assert!(view.is_usage_only(), "{choices}");
+            assert_eq!(view.usage.unwrap().total_tokens, 12);
+        }
+    }
+
+    #[test]
+    fn usage_on_last_content_chunk_is_not_usage_only() {
+        let view = AnswerView::parse(
+            br#"{"choices":[{"delta":{},"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+        )
+        .unwrap();
+        assert!(!view.is_usage_only());
+        assert_eq!(view.choices.finish_reason, Some(FinishReason::Length));
+    }
+
+    #[test]
+    fn reads_whole_response_and_error_event() {
+        let view = AnswerView::parse(
+            br#"{"choices":[{"message":{"role":"assistant","content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(view.choices.finish_reason, Some(FinishReason::Stop));
+        let err = AnswerView::parse(br#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
+        assert!(err.error.is_some());
+    }
+
+    #[test]
+    fn finish_reason_round_trips() {
+        for text in ["stop", "length", "tool_calls", "content_filter", "function_call", "eos"] {
+            assert_eq!(FinishReason::parse(text).as_str(), text);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Where a streamed answer's bytes come from: an upstream HTTP body or the built-in demo.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Body;
+use hyper::body::Incoming;
+
+use crate::providers::demo::DemoStream;
+
+/// A source of SSE bytes for the tee. An enum rather than a boxed trait object: the set is
+/// closed and this keeps one allocation off every stream.
+pub enum Source {
+    Http(Incoming),
+    Demo(DemoStream),
+    /// Finished or abandoned; holds nothing, so the upstream connection is already released.
+    Closed,
+}
+
+impl Source {
+    /// The next data chunk, skipping trailers; errors are described, not typed, because the
+    /// tee only turns them into a terminal event.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
+        match self {
+            Source::Http(body) => loop {
+                let frame = match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Ready(Some(Err(err))) => {
+                        return Poll::Ready(Some(Err(format!("upstream connection failed mid-stream: {err}"))));
+                    }
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                };
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+            },
+            Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),
+            Source::Closed => Poll::Ready(None),
+        }
+    }
+}
