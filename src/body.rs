@@ -38,16 +38,27 @@ pub struct GatewayBody {
 
 impl GatewayBody {
     pub fn full(bytes: Bytes, stats: ExchangeStats) -> Self {
-        Self { content: Content::Full(Some(bytes)), stats, report: None }
+        Self {
+            content: Content::Full(Some(bytes)),
+            stats,
+            report: None,
+        }
     }
 
     pub fn error(bytes: Bytes, kind: ErrorKind) -> Self {
-        let stats = ExchangeStats { error: Some(kind), ..ExchangeStats::default() };
+        let stats = ExchangeStats {
+            error: Some(kind),
+            ..ExchangeStats::default()
+        };
         Self::full(bytes, stats)
     }
 
     pub fn stream(tee: Tee, stats: ExchangeStats) -> Self {
-        Self { content: Content::Stream(Box::pin(tee)), stats, report: None }
+        Self {
+            content: Content::Stream(Box::pin(tee)),
+            stats,
+            report: None,
+        }
     }
 
     pub fn stats(&self) -> &ExchangeStats {
@@ -63,7 +74,11 @@ impl GatewayBody {
         if self.is_stream() {
             metrics.stream_started();
         }
-        self.report = Some(Report { exchange, metrics, status });
+        self.report = Some(Report {
+            exchange,
+            metrics,
+            status,
+        });
     }
 
     fn finish(&mut self, completed: bool) {
@@ -71,7 +86,13 @@ impl GatewayBody {
             if self.is_stream() {
                 report.metrics.stream_ended();
             }
-            access_log::record(&report.exchange, &report.metrics, report.status, &self.stats, completed);
+            access_log::record(
+                &report.exchange,
+                &report.metrics,
+                report.status,
+                &self.stats,
+                completed,
+            );
         }
     }
 }

@@ -17,7 +17,11 @@ pub const EMBEDDED_CONFIG: &str = include_str!("../config/tollgate.yaml");
 const DEFAULT_CONFIG_PATH: &str = "config/tollgate.yaml";
 
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about = "A high-throughput inference gateway for LLM traffic")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A high-throughput inference gateway for LLM traffic"
+)]
 pub struct Cli {
     /// Log level when RUST_LOG is not set (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "info")]
@@ -53,7 +57,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve { config } => {
             let _guard = logging::init(&cli.log_level, cli.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     eprintln!("tollgate: cannot start the async runtime: {err}");
@@ -101,7 +108,11 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn load(path: Option<PathBuf>) -> Result<(Config, String, String), String> {
-    let path = path.or_else(|| Path::new(DEFAULT_CONFIG_PATH).exists().then(|| DEFAULT_CONFIG_PATH.into()));
+    let path = path.or_else(|| {
+        Path::new(DEFAULT_CONFIG_PATH)
+            .exists()
+            .then(|| DEFAULT_CONFIG_PATH.into())
+    });
     match path {
         Some(path) => {
             let (config, text) = Config::from_file(&path).map_err(|e| e.to_string())?;
@@ -109,7 +120,11 @@ fn load(path: Option<PathBuf>) -> Result<(Config, String, String), String> {
         }
         None => {
             let config = Config::from_yaml(EMBEDDED_CONFIG).map_err(|e| e.to_string())?;
-            Ok((config, EMBEDDED_CONFIG.to_owned(), "(embedded default)".to_owned()))
+            Ok((
+                config,
+                EMBEDDED_CONFIG.to_owned(),
+                "(embedded default)".to_owned(),
+            ))
         }
     }
 }
@@ -139,7 +154,10 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
 /// Resolves on SIGTERM or SIGINT.
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -29,18 +29,32 @@ impl AdminService {
     fn answer(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
         let path = req.uri().path();
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
-            return Err(GatewayError::new(ErrorKind::UnknownPath, "admin URLs: /healthz, /readyz, /metrics"));
+            return Err(GatewayError::new(
+                ErrorKind::UnknownPath,
+                "admin URLs: /healthz, /readyz, /metrics",
+            ));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "admin URLs accept GET only"));
+            return Err(GatewayError::new(
+                ErrorKind::MethodNotAllowed,
+                "admin URLs accept GET only",
+            ));
         }
         let (status, content_type, body) = match path {
             "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
             "/readyz" if self.shared.ready.load(Ordering::Acquire) => {
                 let version = self.shared.live.load().version.clone();
-                (StatusCode::OK, "text/plain", Bytes::from(format!("ready config_version={version}\n")))
+                (
+                    StatusCode::OK,
+                    "text/plain",
+                    Bytes::from(format!("ready config_version={version}\n")),
+                )
             }
-            "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not ready\n")),
+            "/readyz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                Bytes::from_static(b"not ready\n"),
+            ),
             _ => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -49,7 +63,9 @@ impl AdminService {
         };
         let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
         *response.status_mut() = status;
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         Ok(response)
     }
 }

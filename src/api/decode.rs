@@ -121,7 +121,11 @@ impl<'a> RequestFields<'a> {
             ));
         }
         let raw: RawFields<'a> = serde_json::from_slice(body).map_err(|err| {
-            let what = if err.is_data() { "a JSON object" } else { "valid JSON" };
+            let what = if err.is_data() {
+                "a JSON object"
+            } else {
+                "valid JSON"
+            };
             GatewayError::new(
                 ErrorKind::MalformedJson,
                 format!("request body is not {what}: {err}"),
@@ -151,11 +155,13 @@ impl<'a> RequestFields<'a> {
         let mut stream_options = None;
         if let Some(options) = raw.stream_options.filter(|v| v.get() != "null") {
             if !options.get().starts_with('{') {
-                return Err(invalid("stream_options", "`stream_options` must be an object"));
+                return Err(invalid(
+                    "stream_options",
+                    "`stream_options` must be an object",
+                ));
             }
-            let parsed: StreamOptions = serde_json::from_str(options.get()).map_err(|_| {
-                invalid("stream_options", "`stream_options` must be an object")
-            })?;
+            let parsed: StreamOptions = serde_json::from_str(options.get())
+                .map_err(|_| invalid("stream_options", "`stream_options` must be an object"))?;
             include_usage = parsed.include_usage.unwrap_or(false);
             stream_options = Some((options, span_of(body, options)));
         }
@@ -180,7 +186,7 @@ impl<'a> RequestFields<'a> {
         body: &Bytes,
         upstream_model: Option<&[u8]>,
     ) -> Result<Bytes, GatewayError> {
-        let mut edits: [Option<(Range<usize>, Cow<'_, [u8]>)>; 2] = [None, None];
+        let mut edits: [Option<Edit<'_>>; 2] = [None, None];
         if let Some(model) = upstream_model {
             edits[0] = Some((self.model_span.clone(), Cow::Borrowed(model)));
         }
@@ -210,6 +216,9 @@ impl<'a> RequestFields<'a> {
         Ok(Bytes::from(out))
     }
 }
+
+/// Replace the bytes in the range with the new text.
+type Edit<'a> = (Range<usize>, Cow<'a, [u8]>);
 
 #[derive(serde::Deserialize)]
 struct StreamOptions {
@@ -296,15 +305,35 @@ mod tests {
         assert_eq!(kind(r#"{"messages":[]}"#), ErrorKind::MissingModel);
         assert_eq!(kind(r#"{"model":null}"#), ErrorKind::MissingModel);
         assert_eq!(kind(r#"{"model":7}"#), ErrorKind::InvalidField);
-        assert_eq!(kind(r#"{"model":"a","stream":"yes"}"#), ErrorKind::InvalidField);
-        assert_eq!(kind(r#"{"model":"a","model":"b"}"#), ErrorKind::InvalidField);
-        assert_eq!(kind(r#"{"model":"a","stream_options":[]}"#), ErrorKind::InvalidField);
+        assert_eq!(
+            kind(r#"{"model":"a","stream":"yes"}"#),
+            ErrorKind::InvalidField
+        );
+        assert_eq!(
+            kind(r#"{"model":"a","model":"b"}"#),
+            ErrorKind::InvalidField
+        );
+        assert_eq!(
+            kind(r#"{"model":"a","stream_options":[]}"#),
+            ErrorKind::InvalidField
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(kind(&format!(r#"{{"model":"a","x":{deep}}}"#)), ErrorKind::MalformedJson);
-        let ok = format!("{}{}", "[".repeat(MAX_JSON_DEPTH - 1), "]".repeat(MAX_JSON_DEPTH - 1));
+        assert_eq!(
+            kind(&format!(r#"{{"model":"a","x":{deep}}}"#)),
+            ErrorKind::MalformedJson
+        );
+        let ok = format!(
+            "{}{}",
+            "[".repeat(MAX_JSON_DEPTH - 1),
+            "]".repeat(MAX_JSON_DEPTH - 1)
+        );
         assert!(RequestFields::parse(format!(r#"{{"model":"a","x":{ok}}}"#).as_bytes()).is_ok());
         // Brackets inside strings do not count.
-        let text = format!(r#"{{"model":"a","x":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        let text = format!(
+            r#"{{"model":"a","x":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
         assert!(RequestFields::parse(text.as_bytes()).is_ok());
         assert_eq!(kind("\"\u{0}\""), ErrorKind::MalformedJson);
     }
@@ -312,6 +341,9 @@ mod tests {
     #[test]
     fn invalid_utf8_is_malformed() {
         let body = b"{\"model\":\"\xff\xfe\"}";
-        assert_eq!(RequestFields::parse(body).unwrap_err().kind, ErrorKind::MalformedJson);
+        assert_eq!(
+            RequestFields::parse(body).unwrap_err().kind,
+            ErrorKind::MalformedJson
+        );
     }
 }

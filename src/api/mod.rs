@@ -35,7 +35,8 @@ pub struct ApiRequest {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ApiService;
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, GatewayError>> + Send>>;
+type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, GatewayError>> + Send>>;
 
 impl tower::Service<ApiRequest> for ApiService {
     type Response = Response<GatewayBody>;
@@ -73,7 +74,10 @@ async fn handle(req: ApiRequest) -> Result<Response<GatewayBody>, GatewayError> 
 }
 
 fn method_not_allowed(allowed: &str) -> GatewayError {
-    GatewayError::new(ErrorKind::MethodNotAllowed, format!("this URL accepts {allowed} only"))
+    GatewayError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("this URL accepts {allowed} only"),
+    )
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -90,22 +94,28 @@ fn snapshot_of(exchange: &Exchange) -> Result<&Arc<crate::snapshot::Snapshot>, G
 }
 
 fn tenant_of(exchange: &Exchange) -> Result<&Arc<crate::auth::Tenant>, GatewayError> {
-    exchange
-        .tenant
-        .get()
-        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "request reached the API unauthenticated"))
+    exchange.tenant.get().ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            "request reached the API unauthenticated",
+        )
+    })
 }
 
 fn models(exchange: &Exchange) -> Result<Response<GatewayBody>, GatewayError> {
     let body = tenant_of(exchange)?.models_body.clone();
     let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }
 
-async fn generate(req: ApiRequest, surface: Surface) -> Result<Response<GatewayBody>, GatewayError> {
+async fn generate(
+    req: ApiRequest,
+    surface: Surface,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let ApiRequest { exchange, http } = req;
     let snapshot = snapshot_of(&exchange)?.clone();
     let body = request_body::read(http, &snapshot.limits).await?;
@@ -113,7 +123,10 @@ async fn generate(req: ApiRequest, surface: Surface) -> Result<Response<GatewayB
     let route = snapshot.routes.get(fields.model.as_ref()).ok_or_else(|| {
         GatewayError::new(
             ErrorKind::ModelNotFound,
-            format!("the model `{}` does not exist", truncate(&fields.model, 200)),
+            format!(
+                "the model `{}` does not exist",
+                truncate(&fields.model, 200)
+            ),
         )
         .with_param("model")
     })?;
@@ -134,9 +147,17 @@ async fn generate(req: ApiRequest, surface: Surface) -> Result<Response<GatewayB
         body.clone()
     };
     drop(fields);
-    let out = Outbound { surface, body: upstream_body, stream, strip_usage, arrived: exchange.arrived };
+    let out = Outbound {
+        surface,
+        body: upstream_body,
+        stream,
+        strip_usage,
+        arrived: exchange.arrived,
+    };
     match &route.provider {
-        Provider::Openai(provider) => upstream::forward(provider, route, &snapshot.limits, out).await,
+        Provider::Openai(provider) => {
+            upstream::forward(provider, route, &snapshot.limits, out).await
+        }
         Provider::Demo(provider) => demo_answer(provider, route, out).await,
     }
 }
@@ -147,7 +168,10 @@ async fn demo_answer(
     route: &crate::snapshot::Route,
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let mut stats = ExchangeStats { stream: out.stream, ..ExchangeStats::default() };
+    let mut stats = ExchangeStats {
+        stream: out.stream,
+        ..ExchangeStats::default()
+    };
     let kind = match out.surface {
         Surface::Embeddings => {
             let body = demo::embeddings_body(provider, &out.body)?;
@@ -184,8 +208,9 @@ async fn demo_answer(
 
 fn json_response(body: Bytes, stats: ExchangeStats) -> Response<GatewayBody> {
     let mut response = Response::new(GatewayBody::full(body, stats));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -31,7 +31,10 @@ pub async fn read(request: Request<Incoming>, limits: &Limits) -> Result<Bytes, 
     let too_large = || {
         GatewayError::new(
             ErrorKind::BodyTooLarge,
-            format!("request body is larger than {} bytes", limits.max_body_bytes),
+            format!(
+                "request body is larger than {} bytes",
+                limits.max_body_bytes
+            ),
         )
     };
     let declared = headers

@@ -66,10 +66,13 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// A key's full SHA-256 and its owner.
+type KeyEntry = ([u8; 32], Arc<Tenant>);
+
 /// Key hashes -> tenants.
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    by_prefix: HashMap<u64, Vec<([u8; 32], Arc<Tenant>)>>,
+    by_prefix: HashMap<u64, Vec<KeyEntry>>,
 }
 
 fn prefix(hash: &[u8; 32]) -> u64 {
@@ -82,8 +85,9 @@ impl KeyTable {
     /// Adds a hex key hash; rejects malformed and repeated hashes.
     pub fn insert(&mut self, hex_hash: &str, tenant: Arc<Tenant>) -> Result<(), String> {
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(hex_hash.trim(), &mut hash)
-            .map_err(|_| "must be 64 hex characters, as printed by `tollgate hash-key`".to_owned())?;
+        hex::decode_to_slice(hex_hash.trim(), &mut hash).map_err(|_| {
+            "must be 64 hex characters, as printed by `tollgate hash-key`".to_owned()
+        })?;
         let bucket = self.by_prefix.entry(prefix(&hash)).or_default();
         if bucket.iter().any(|(known, _)| *known == hash) {
             return Err("this key hash is listed twice".into());
@@ -118,7 +122,10 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Resolves the caller of a request against the key table.
-pub fn authenticate<'a>(keys: &'a KeyTable, headers: &HeaderMap) -> Result<&'a Arc<Tenant>, GatewayError> {
+pub fn authenticate<'a>(
+    keys: &'a KeyTable,
+    headers: &HeaderMap,
+) -> Result<&'a Arc<Tenant>, GatewayError> {
     let key = presented_key(headers)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
@@ -173,9 +180,15 @@ mod tests {
     fn authenticate_distinguishes_missing_and_invalid() {
         let table = KeyTable::default();
         let headers = HeaderMap::new();
-        assert_eq!(authenticate(&table, &headers).unwrap_err().kind, ErrorKind::MissingApiKey);
+        assert_eq!(
+            authenticate(&table, &headers).unwrap_err().kind,
+            ErrorKind::MissingApiKey
+        );
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "Bearer nope".parse().unwrap());
-        assert_eq!(authenticate(&table, &headers).unwrap_err().kind, ErrorKind::InvalidApiKey);
+        assert_eq!(
+            authenticate(&table, &headers).unwrap_err().kind,
+            ErrorKind::InvalidApiKey
+        );
     }
 }

@@ -36,7 +36,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}`; use ms, s, m or h"
+            ));
+        }
     };
     Duration::try_from_secs_f64(value * seconds_per_unit)
         .map_err(|_| format!("`{text}` is out of range"))

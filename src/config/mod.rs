@@ -240,7 +240,11 @@ impl Config {
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
             ConfigError::Invalid {
-                path: if path == "." { "(top level)".into() } else { path },
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
                 message: err.into_inner().to_string(),
             }
         })

@@ -204,13 +204,19 @@ pub fn into_response(err: &GatewayError) -> Response<GatewayBody> {
     let mut response = Response::new(GatewayBody::error(Bytes::from(error_json(err)), err.kind));
     *response.status_mut() = err.kind.status();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(
         "x-tollgate-error-source",
         HeaderValue::from_static(err.kind.fault().as_str()),
     );
     if let Some(after) = err.retry_after {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs().max(1)),
+        );
     }
     response
 }
@@ -243,24 +249,39 @@ mod tests {
     #[test]
     fn maps_faults_to_statuses() {
         assert_eq!(ErrorKind::MalformedJson.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ErrorKind::BodyTooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(ErrorKind::UnsupportedMediaType.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            ErrorKind::BodyTooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ErrorKind::UnsupportedMediaType.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         assert_eq!(ErrorKind::ModelNotFound.status(), StatusCode::NOT_FOUND);
         assert_eq!(ErrorKind::InvalidApiKey.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(ErrorKind::ModelNotAllowed.status(), StatusCode::FORBIDDEN);
-        assert_eq!(ErrorKind::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ErrorKind::UpstreamTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(ErrorKind::UpstreamTimeout.fault(), Fault::Upstream);
     }
 
     #[test]
     fn body_is_openai_error_json() {
-        let err = GatewayError::new(ErrorKind::MissingModel, "you must provide a model parameter")
-            .with_param("model");
+        let err = GatewayError::new(
+            ErrorKind::MissingModel,
+            "you must provide a model parameter",
+        )
+        .with_param("model");
         let json: serde_json::Value = serde_json::from_slice(&error_json(&err)).unwrap();
         assert_eq!(json["error"]["type"], "invalid_request_error");
         assert_eq!(json["error"]["code"], "missing_model");
         assert_eq!(json["error"]["param"], "model");
-        assert_eq!(json["error"]["message"], "you must provide a model parameter");
+        assert_eq!(
+            json["error"]["message"],
+            "you must provide a model parameter"
+        );
     }
 
     #[test]

@@ -41,7 +41,9 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        RescueFuture { inner: self.inner.call(req) }
+        RescueFuture {
+            inner: self.inner.call(req),
+        }
     }
 }
 

@@ -92,9 +92,14 @@ fn unix_now() -> u64 {
 impl DemoPlan {
     /// Plans the answer to `body` (already validated JSON).
     pub fn new(provider: &DemoProvider, kind: DemoKind, body: &[u8]) -> Result<Self, GatewayError> {
-        let request: Value = serde_json::from_slice(body)
-            .map_err(|_| GatewayError::new(ErrorKind::MalformedJson, "request body is not valid JSON"))?;
-        if request.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+        let request: Value = serde_json::from_slice(body).map_err(|_| {
+            GatewayError::new(ErrorKind::MalformedJson, "request body is not valid JSON")
+        })?;
+        if request
+            .get("n")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n != 1)
+        {
             return Err(GatewayError::new(
                 ErrorKind::UnsupportedParameter,
                 "the demo provider answers with one choice; use n=1",
@@ -115,13 +120,32 @@ impl DemoPlan {
         let seed = fnv1a(body);
         Ok(Self {
             kind,
-            id: format!("{}-demo-{seed:016x}", if kind == DemoKind::Chat { "chatcmpl" } else { "cmpl" }),
-            model: request.get("model").and_then(Value::as_str).unwrap_or("demo").to_owned(),
+            id: format!(
+                "{}-demo-{seed:016x}",
+                if kind == DemoKind::Chat {
+                    "chatcmpl"
+                } else {
+                    "cmpl"
+                }
+            ),
+            model: request
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("demo")
+                .to_owned(),
             created: unix_now(),
             seed,
             words,
-            prompt_tokens: request.get(prompt_field).map(count_words).unwrap_or(0).max(1),
-            finish_reason: if words < provider.tokens { "length" } else { "stop" },
+            prompt_tokens: request
+                .get(prompt_field)
+                .map(count_words)
+                .unwrap_or(0)
+                .max(1),
+            finish_reason: if words < provider.tokens {
+                "length"
+            } else {
+                "stop"
+            },
         })
     }
 
@@ -135,7 +159,10 @@ impl DemoPlan {
     }
 
     fn text(&self) -> String {
-        (0..self.words).map(|i| self.word(i)).collect::<Vec<_>>().join(" ")
+        (0..self.words)
+            .map(|i| self.word(i))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn usage(&self) -> Value {
@@ -188,18 +215,30 @@ impl DemoPlan {
     fn event(&self, i: u32) -> Bytes {
         if i == self.words {
             let finish = match self.kind {
-                DemoKind::Chat => json!({"index": 0, "delta": {}, "finish_reason": self.finish_reason}),
-                DemoKind::Completion => json!({"index": 0, "text": "", "finish_reason": self.finish_reason}),
+                DemoKind::Chat => {
+                    json!({"index": 0, "delta": {}, "finish_reason": self.finish_reason})
+                }
+                DemoKind::Completion => {
+                    json!({"index": 0, "text": "", "finish_reason": self.finish_reason})
+                }
             };
             let mut out = sse(&self.envelope(true, vec![finish], None));
             out.extend_from_slice(&sse(&self.envelope(true, vec![], Some(self.usage()))));
             out.extend_from_slice(b"data: [DONE]\n\n");
             return Bytes::from(out);
         }
-        let text = if i == 0 { self.word(0).to_owned() } else { format!(" {}", self.word(i)) };
+        let text = if i == 0 {
+            self.word(0).to_owned()
+        } else {
+            format!(" {}", self.word(i))
+        };
         let choice = match self.kind {
-            DemoKind::Chat if i == 0 => json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}),
-            DemoKind::Chat => json!({"index": 0, "delta": {"content": text}, "finish_reason": null}),
+            DemoKind::Chat if i == 0 => {
+                json!({"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null})
+            }
+            DemoKind::Chat => {
+                json!({"index": 0, "delta": {"content": text}, "finish_reason": null})
+            }
             DemoKind::Completion => json!({"index": 0, "text": text, "finish_reason": null}),
         };
         Bytes::from(sse(&self.envelope(true, vec![choice], None)))
@@ -249,10 +288,13 @@ impl DemoStream {
 
 /// Deterministic unit-length embeddings, one per input.
 pub fn embeddings_body(provider: &DemoProvider, body: &[u8]) -> Result<Bytes, GatewayError> {
-    let request: Value = serde_json::from_slice(body)
-        .map_err(|_| GatewayError::new(ErrorKind::MalformedJson, "request body is not valid JSON"))?;
+    let request: Value = serde_json::from_slice(body).map_err(|_| {
+        GatewayError::new(ErrorKind::MalformedJson, "request body is not valid JSON")
+    })?;
     let inputs: Vec<&Value> = match request.get("input") {
-        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(|v| v.is_string()) => items.iter().collect(),
+        Some(Value::Array(items)) if !items.is_empty() && items.iter().all(|v| v.is_string()) => {
+            items.iter().collect()
+        }
         Some(text @ Value::String(_)) => vec![text],
         _ => {
             return Err(GatewayError::new(
@@ -276,7 +318,12 @@ pub fn embeddings_body(provider: &DemoProvider, body: &[u8]) -> Result<Bytes, Ga
                     (state % 2001) as f64 / 1000.0 - 1.0
                 })
                 .collect();
-            let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::EPSILON);
+            let norm = vector
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
+                .max(f64::EPSILON);
             vector.iter_mut().for_each(|x| *x /= norm);
             json!({"object": "embedding", "index": index, "embedding": vector})
         })
@@ -296,13 +343,21 @@ mod tests {
     use super::*;
 
     fn provider(tokens: u32) -> DemoProvider {
-        DemoProvider { ttft: Duration::ZERO, inter_token: Duration::ZERO, tokens, embedding_dims: 4 }
+        DemoProvider {
+            ttft: Duration::ZERO,
+            inter_token: Duration::ZERO,
+            tokens,
+            embedding_dims: 4,
+        }
     }
 
     #[test]
     fn answer_is_deterministic_and_usage_adds_up() {
-        let body = br#"{"model":"demo","messages":[{"role":"user","content":"three little words"}]}"#;
-        let a = DemoPlan::new(&provider(5), DemoKind::Chat, body).unwrap().response_body();
+        let body =
+            br#"{"model":"demo","messages":[{"role":"user","content":"three little words"}]}"#;
+        let a = DemoPlan::new(&provider(5), DemoKind::Chat, body)
+            .unwrap()
+            .response_body();
         let b = DemoPlan::new(&provider(5), DemoKind::Chat, body).unwrap();
         let b = b.response_body();
         let a: Value = serde_json::from_slice(&a).unwrap();
@@ -335,14 +390,18 @@ mod tests {
             let json: Value = serde_json::from_slice(&event[6..event.len() - 2]).unwrap();
             text.push_str(json["choices"][0]["delta"]["content"].as_str().unwrap());
         }
-        assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+        assert_eq!(
+            text,
+            whole["choices"][0]["message"]["content"].as_str().unwrap()
+        );
         let last = plan.event(4);
         assert!(last.ends_with(b"data: [DONE]\n\n"));
     }
 
     #[test]
     fn rejects_n_above_one_and_bad_embedding_input() {
-        let err = DemoPlan::new(&provider(1), DemoKind::Chat, br#"{"model":"d","n":2}"#).unwrap_err();
+        let err =
+            DemoPlan::new(&provider(1), DemoKind::Chat, br#"{"model":"d","n":2}"#).unwrap_err();
         assert_eq!(err.kind, ErrorKind::UnsupportedParameter);
         let err = embeddings_body(&provider(1), br#"{"model":"d","input":5}"#).unwrap_err();
         assert_eq!(err.param, Some("input"));

@@ -39,28 +39,46 @@ impl OpenAiProvider {
             .parse()
             .map_err(|err| ("base_url".to_owned(), format!("not a URL: {err}")))?;
         if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
-            return Err(("base_url".into(), "must be an http:// or https:// URL with a host".into()));
+            return Err((
+                "base_url".into(),
+                "must be an http:// or https:// URL with a host".into(),
+            ));
         }
         if parsed.query().is_some() {
             return Err(("base_url".into(), "must not have a query string".into()));
         }
         let uri = |suffix: &str| -> Result<Uri, CompileProblem> {
-            format!("{base}{suffix}")
-                .parse()
-                .map_err(|err| ("base_url".to_owned(), format!("cannot extend with {suffix}: {err}")))
+            format!("{base}{suffix}").parse().map_err(|err| {
+                (
+                    "base_url".to_owned(),
+                    format!("cannot extend with {suffix}: {err}"),
+                )
+            })
         };
 
         let mut headers = HeaderMap::new();
         for (key, value) in &cfg.headers {
-            let name = HeaderName::try_from(key.as_str())
-                .map_err(|_| (format!("headers.{key}"), "not a valid header name".to_owned()))?;
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| (format!("headers.{key}"), "not a valid header value".to_owned()))?;
+            let name = HeaderName::try_from(key.as_str()).map_err(|_| {
+                (
+                    format!("headers.{key}"),
+                    "not a valid header name".to_owned(),
+                )
+            })?;
+            let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
+                (
+                    format!("headers.{key}"),
+                    "not a valid header value".to_owned(),
+                )
+            })?;
             headers.insert(name, value);
         }
         if let Some(key) = read_api_key(cfg)? {
-            let mut value = HeaderValue::try_from(format!("Bearer {key}"))
-                .map_err(|_| ("api_key".to_owned(), "the key holds characters not allowed in a header".to_owned()))?;
+            let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                (
+                    "api_key".to_owned(),
+                    "the key holds characters not allowed in a header".to_owned(),
+                )
+            })?;
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
@@ -93,12 +111,21 @@ fn read_api_key(cfg: &OpenAiProviderConfig) -> Result<Option<String>, CompilePro
         )),
         (Some(var), None) => match std::env::var(var) {
             Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
-            _ => Err(("api_key_env".into(), format!("environment variable {var} is not set or empty"))),
+            _ => Err((
+                "api_key_env".into(),
+                format!("environment variable {var} is not set or empty"),
+            )),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_owned())),
-            Ok(_) => Err(("api_key_file".into(), format!("{} is empty", path.display()))),
-            Err(err) => Err(("api_key_file".into(), format!("cannot read {}: {err}", path.display()))),
+            Ok(_) => Err((
+                "api_key_file".into(),
+                format!("{} is empty", path.display()),
+            )),
+            Err(err) => Err((
+                "api_key_file".into(),
+                format!("cannot read {}: {err}", path.display()),
+            )),
         },
         (None, None) => Ok(None),
     }

@@ -84,7 +84,10 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service.clone()))
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
             .into_owned();
         let conn = graceful.watch(conn);
         connections.spawn(async move {
@@ -94,8 +97,14 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(remaining = connections.len(), "shutdown grace period over; cutting connections");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown grace period over; cutting connections"
+        );
     }
     connections.shutdown().await;
 }

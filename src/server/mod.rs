@@ -69,24 +69,55 @@ impl Gateway {
         let snapshot = snapshot::compile(config, text, &metrics)?;
         metrics.set_config_version(&snapshot.version);
         let live: Live = Arc::new(ArcSwap::from_pointee(snapshot));
-        let shared = Arc::new(Shared { live: live.clone(), metrics: metrics.clone(), ready: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            live: live.clone(),
+            metrics: metrics.clone(),
+            ready: AtomicBool::new(false),
+        });
 
         let api_listener = bind(config.server.listen).await?;
         let admin_listener = bind(config.admin.listen).await?;
-        let api_addr = api_listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.server.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen,
+                source,
+            })?;
 
         let limits = ConnectionLimits::from(&config.server);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let api_service = crate::stack::api(live, metrics);
-        let api_task = tokio::spawn(listener::serve(api_listener, api_service, limits, shutdown_rx.clone()));
+        let api_task = tokio::spawn(listener::serve(
+            api_listener,
+            api_service,
+            limits,
+            shutdown_rx.clone(),
+        ));
         let admin_service = tower::ServiceBuilder::new()
             .layer(RescueLayer)
             .service(admin::AdminService::new(shared.clone()));
-        let admin_task = tokio::spawn(listener::serve(admin_listener, admin_service, limits, shutdown_rx));
+        let admin_task = tokio::spawn(listener::serve(
+            admin_listener,
+            admin_service,
+            limits,
+            shutdown_rx,
+        ));
         shared.ready.store(true, Ordering::Release);
         tracing::info!(%api_addr, %admin_addr, config_version = %shared.live.load().version, "tollgate listening");
-        Ok(Gateway { api_addr, admin_addr, shared, shutdown, api_task, admin_task })
+        Ok(Gateway {
+            api_addr,
+            admin_addr,
+            shared,
+            shutdown,
+            api_task,
+            admin_task,
+        })
     }
 
     /// Stops accepting, lets in-flight requests and streams finish within the configured

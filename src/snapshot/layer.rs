@@ -21,7 +21,10 @@ impl SnapshotLayer {
 impl<S> Layer<S> for SnapshotLayer {
     type Service = LoadSnapshot<S>;
     fn layer(&self, inner: S) -> LoadSnapshot<S> {
-        LoadSnapshot { inner, live: self.live.clone() }
+        LoadSnapshot {
+            inner,
+            live: self.live.clone(),
+        }
     }
 }
 

@@ -36,6 +36,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Route {
     pub alias: Box<str>,
+    /// The alias as a response header value, validated once.
+    pub alias_header: http::HeaderValue,
     /// Dense index, for per-tenant permission bitsets.
     pub index: usize,
     pub provider: Provider,
@@ -104,8 +106,17 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
     for (index, (alias, route)) in config.routes.iter().enumerate() {
         let path = format!("routes.{alias}");
         if alias.is_empty() || alias.contains('@') {
-            return Err(problem(path, "an alias must be non-empty and must not contain `@`"));
+            return Err(problem(
+                path,
+                "an alias must be non-empty and must not contain `@`",
+            ));
         }
+        let alias_header = http::HeaderValue::try_from(alias.as_str()).map_err(|_| {
+            problem(
+                &path,
+                "an alias must be printable ASCII (it is sent back in a header)",
+            )
+        })?;
         let provider = providers.get(route.provider.as_str()).ok_or_else(|| {
             problem(
                 format!("{path}.provider"),
@@ -119,19 +130,25 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
             ("total", timeouts.total),
         ] {
             if value.0.is_zero() {
-                return Err(problem(format!("{path}.timeouts.{key}"), "must be greater than zero"));
+                return Err(problem(
+                    format!("{path}.timeouts.{key}"),
+                    "must be greater than zero",
+                ));
             }
         }
         let upstream_model = match &route.upstream_model {
-            Some(model) if model != alias => Some(Bytes::from(
-                serde_json::to_vec(model).map_err(|e| problem(format!("{path}.upstream_model"), e.to_string()))?,
-            )),
+            Some(model) if model != alias => {
+                Some(Bytes::from(serde_json::to_vec(model).map_err(|e| {
+                    problem(format!("{path}.upstream_model"), e.to_string())
+                })?))
+            }
             _ => None,
         };
         routes.insert(
             alias.as_str().into(),
             Arc::new(Route {
                 alias: alias.as_str().into(),
+                alias_header,
                 index,
                 provider: provider.clone(),
                 upstream_model,
@@ -148,14 +165,25 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
     for (i, tenant) in config.tenants.iter().enumerate() {
         let path = format!("tenants[{i}]");
         if !tenant_names.insert(tenant.name.as_str()) {
-            return Err(problem(format!("{path}.name"), format!("tenant `{}` is defined twice", tenant.name)));
+            return Err(problem(
+                format!("{path}.name"),
+                format!("tenant `{}` is defined twice", tenant.name),
+            ));
         }
         for model in &tenant.models {
             if model != "*" && !aliases.contains(model.as_str()) {
-                return Err(problem(format!("{path}.models"), format!("no route named `{model}`")));
+                return Err(problem(
+                    format!("{path}.models"),
+                    format!("no route named `{model}`"),
+                ));
             }
         }
-        let compiled = Arc::new(Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index));
+        let compiled = Arc::new(Tenant::new(
+            &tenant.name,
+            &tenant.models,
+            &aliases,
+            &route_index,
+        ));
         for (k, hash) in tenant.key_hashes.iter().enumerate() {
             keys.insert(hash, compiled.clone())
                 .map_err(|why| problem(format!("{path}.key_hashes[{k}]"), why))?;
@@ -189,13 +217,19 @@ mod tests {
 
     #[test]
     fn unknown_provider_names_the_route_key() {
-        let err = compile_yaml(&format!("auth:\n  enabled: false\n{DEMO}routes:\n  m:\n    provider: nope\n")).unwrap_err();
+        let err = compile_yaml(&format!(
+            "auth:\n  enabled: false\n{DEMO}routes:\n  m:\n    provider: nope\n"
+        ))
+        .unwrap_err();
         assert_eq!(err.path, "routes.m.provider");
     }
 
     #[test]
     fn auth_off_requires_loopback_listeners() {
-        let err = compile_yaml(&format!("server:\n  listen: 0.0.0.0:8080\nauth:\n  enabled: false\n{DEMO}")).unwrap_err();
+        let err = compile_yaml(&format!(
+            "server:\n  listen: 0.0.0.0:8080\nauth:\n  enabled: false\n{DEMO}"
+        ))
+        .unwrap_err();
         assert_eq!(err.path, "auth.enabled");
         assert!(compile_yaml(&format!("auth:\n  enabled: false\n{DEMO}")).is_ok());
         assert!(compile_yaml(&format!("server:\n  listen: 0.0.0.0:8080\n{DEMO}")).is_ok());
@@ -204,9 +238,13 @@ mod tests {
     #[test]
     fn tenants_must_name_existing_routes_and_valid_hashes() {
         let base = format!("{DEMO}routes:\n  m:\n    provider: d\n");
-        let err = compile_yaml(&format!("{base}tenants:\n  - name: t\n    models: [x]\n")).unwrap_err();
+        let err =
+            compile_yaml(&format!("{base}tenants:\n  - name: t\n    models: [x]\n")).unwrap_err();
         assert_eq!(err.path, "tenants[0].models");
-        let err = compile_yaml(&format!("{base}tenants:\n  - name: t\n    models: [m]\n    key_hashes: [abc]\n")).unwrap_err();
+        let err = compile_yaml(&format!(
+            "{base}tenants:\n  - name: t\n    models: [m]\n    key_hashes: [abc]\n"
+        ))
+        .unwrap_err();
         assert_eq!(err.path, "tenants[0].key_hashes[0]");
     }
 
@@ -221,7 +259,10 @@ mod tests {
     #[test]
     fn upstream_model_is_precomputed_as_json() {
         let snap = compile_yaml(&format!("{DEMO}routes:\n  m:\n    provider: d\n    upstream_model: tgi\n  same:\n    provider: d\n    upstream_model: same\n")).unwrap();
-        assert_eq!(snap.routes["m"].upstream_model.as_deref(), Some(&b"\"tgi\""[..]));
+        assert_eq!(
+            snap.routes["m"].upstream_model.as_deref(),
+            Some(&b"\"tgi\""[..])
+        );
         assert_eq!(snap.routes["same"].upstream_model, None);
     }
 }

@@ -22,10 +22,18 @@ pub const TARGET: &str = "tollgate::access";
 
 /// Records metrics and writes the access-log line for one finished (or abandoned) request.
 /// `completed` is false when the client went away before the body ended.
-pub fn record(exchange: &Exchange, metrics: &Metrics, status: u16, stats: &ExchangeStats, completed: bool) {
+pub fn record(
+    exchange: &Exchange,
+    metrics: &Metrics,
+    status: u16,
+    stats: &ExchangeStats,
+    completed: bool,
+) {
     let duration = exchange.arrived.elapsed();
     let route = exchange.route.get();
-    let route_metrics = route.map(|r| &r.metrics).unwrap_or_else(|| metrics.unrouted());
+    let route_metrics = route
+        .map(|r| &r.metrics)
+        .unwrap_or_else(|| metrics.unrouted());
     route_metrics.record_status(status);
     route_metrics.duration.observe(duration);
     if let Some(ttft) = stats.ttft {
@@ -77,7 +85,10 @@ impl AccessLogLayer {
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner, metrics: self.metrics.clone() }
+        AccessLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -102,7 +113,10 @@ where
     fn call(&mut self, http: Request<Incoming>) -> Self::Future {
         let exchange = Arc::new(Exchange::new(http.method().clone(), http.uri().path()));
         AccessLogFuture {
-            inner: self.inner.call(ApiRequest { exchange: exchange.clone(), http }),
+            inner: self.inner.call(ApiRequest {
+                exchange: exchange.clone(),
+                http,
+            }),
             report: Some((exchange, self.metrics.clone())),
         }
     }
@@ -130,9 +144,9 @@ where
                 response.headers_mut().insert(REQUEST_ID_HEADER, id);
             }
             if let Some(route) = exchange.route.get() {
-                if let Ok(alias) = HeaderValue::try_from(&*route.alias) {
-                    response.headers_mut().insert(ROUTE_HEADER, alias);
-                }
+                response
+                    .headers_mut()
+                    .insert(ROUTE_HEADER, route.alias_header.clone());
             }
             let status = response.status().as_u16();
             response.body_mut().report_to(exchange, metrics, status);

@@ -58,7 +58,10 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(self.buckets.iter()) {
             cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
@@ -87,7 +90,9 @@ impl RouteMetrics {
     fn new(alias: &str) -> Self {
         Self {
             alias: alias.into(),
-            statuses: (STATUS_MIN..=STATUS_MAX).map(|_| AtomicU64::new(0)).collect(),
+            statuses: (STATUS_MIN..=STATUS_MAX)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             duration: Histogram::new(DURATION_BUCKETS),
             ttft: Histogram::new(TTFT_BUCKETS),
             input_tokens: AtomicU64::new(0),
@@ -164,7 +169,10 @@ impl Metrics {
     }
 
     pub fn set_config_version(&self, version: &str) {
-        *self.config_version.lock().unwrap_or_else(|e| e.into_inner()) = version.into();
+        *self
+            .config_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = version.into();
     }
 
     /// Prometheus text exposition of everything.
@@ -172,51 +180,131 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         let routes: Vec<Arc<RouteMetrics>> = {
             let map = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            std::iter::once(self.unrouted.clone()).chain(map.values().cloned()).collect()
+            std::iter::once(self.unrouted.clone())
+                .chain(map.values().cloned())
+                .collect()
         };
 
-        family(&mut out, "tollgate_requests_total", "counter", "Requests answered, by model alias and HTTP status.");
+        family(
+            &mut out,
+            "tollgate_requests_total",
+            "counter",
+            "Requests answered, by model alias and HTTP status.",
+        );
         for route in &routes {
             for (i, count) in route.statuses.iter().enumerate() {
                 let count = count.load(Relaxed);
                 if count > 0 {
                     let status = usize::from(STATUS_MIN) + i;
-                    let _ = writeln!(out, "tollgate_requests_total{{route=\"{}\",status=\"{status}\"}} {count}", escape(&route.alias));
+                    let _ = writeln!(
+                        out,
+                        "tollgate_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                        escape(&route.alias)
+                    );
                 }
             }
         }
 
-        family(&mut out, "tollgate_request_duration_seconds", "histogram", "Time from request arrival to the end of the response body.");
+        family(
+            &mut out,
+            "tollgate_request_duration_seconds",
+            "histogram",
+            "Time from request arrival to the end of the response body.",
+        );
         for route in &routes {
-            route.duration.encode(&mut out, "tollgate_request_duration_seconds", &format!("route=\"{}\"", escape(&route.alias)));
+            route.duration.encode(
+                &mut out,
+                "tollgate_request_duration_seconds",
+                &format!("route=\"{}\"", escape(&route.alias)),
+            );
         }
 
-        family(&mut out, "tollgate_time_to_first_token_seconds", "histogram", "Time from request arrival to the first streamed event or the whole answer.");
+        family(
+            &mut out,
+            "tollgate_time_to_first_token_seconds",
+            "histogram",
+            "Time from request arrival to the first streamed event or the whole answer.",
+        );
         for route in &routes {
-            route.ttft.encode(&mut out, "tollgate_time_to_first_token_seconds", &format!("route=\"{}\"", escape(&route.alias)));
+            route.ttft.encode(
+                &mut out,
+                "tollgate_time_to_first_token_seconds",
+                &format!("route=\"{}\"", escape(&route.alias)),
+            );
         }
 
-        family(&mut out, "tollgate_tokens_total", "counter", "Tokens reported by upstreams, by model alias and direction.");
+        family(
+            &mut out,
+            "tollgate_tokens_total",
+            "counter",
+            "Tokens reported by upstreams, by model alias and direction.",
+        );
         for route in &routes {
-            for (kind, counter) in [("input", &route.input_tokens), ("output", &route.output_tokens)] {
-                let _ = writeln!(out, "tollgate_tokens_total{{route=\"{}\",type=\"{kind}\"}} {}", escape(&route.alias), counter.load(Relaxed));
+            for (kind, counter) in [
+                ("input", &route.input_tokens),
+                ("output", &route.output_tokens),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "tollgate_tokens_total{{route=\"{}\",type=\"{kind}\"}} {}",
+                    escape(&route.alias),
+                    counter.load(Relaxed)
+                );
             }
         }
 
-        family(&mut out, "tollgate_request_errors_total", "counter", "Requests that ended in an error, by error code and whose fault it was.");
+        family(
+            &mut out,
+            "tollgate_request_errors_total",
+            "counter",
+            "Requests that ended in an error, by error code and whose fault it was.",
+        );
         for (kind, count) in ErrorKind::ALL.iter().zip(self.errors.iter()) {
-            let _ = writeln!(out, "tollgate_request_errors_total{{code=\"{}\",fault=\"{}\"}} {}", kind.code(), kind.fault().as_str(), count.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "tollgate_request_errors_total{{code=\"{}\",fault=\"{}\"}} {}",
+                kind.code(),
+                kind.fault().as_str(),
+                count.load(Relaxed)
+            );
         }
 
-        family(&mut out, "tollgate_streams_active", "gauge", "Streaming responses in flight.");
+        family(
+            &mut out,
+            "tollgate_streams_active",
+            "gauge",
+            "Streaming responses in flight.",
+        );
         let _ = writeln!(out, "tollgate_streams_active {}", self.streams_active());
 
-        family(&mut out, "tollgate_config_info", "gauge", "The config version in force (content hash).");
-        let version = self.config_version.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let _ = writeln!(out, "tollgate_config_info{{version=\"{}\"}} 1", escape(&version));
+        family(
+            &mut out,
+            "tollgate_config_info",
+            "gauge",
+            "The config version in force (content hash).",
+        );
+        let version = self
+            .config_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _ = writeln!(
+            out,
+            "tollgate_config_info{{version=\"{}\"}} 1",
+            escape(&version)
+        );
 
-        family(&mut out, "tollgate_build_info", "gauge", "Build of the running binary.");
-        let _ = writeln!(out, "tollgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        family(
+            &mut out,
+            "tollgate_build_info",
+            "gauge",
+            "Build of the running binary.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         out
     }
 }
@@ -228,7 +316,10 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Escapes a label value per the text format.
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -247,10 +338,24 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("tollgate_requests_total{route=\"demo\",status=\"200\"} 2"));
         assert!(text.contains("tollgate_requests_total{route=\"demo\",status=\"404\"} 1"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.0005\"} 0"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.001\"} 1"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"81.92\"} 1"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"+Inf\"} 2"));
+        assert!(
+            text.contains(
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.0005\"} 0"
+            )
+        );
+        assert!(
+            text.contains(
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.001\"} 1"
+            )
+        );
+        assert!(
+            text.contains(
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"81.92\"} 1"
+            )
+        );
+        assert!(
+            text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"+Inf\"} 2")
+        );
         assert!(text.contains("tollgate_request_duration_seconds_count{route=\"demo\"} 2"));
     }
 

@@ -36,8 +36,14 @@ pub struct Outbound {
 
 /// Headers that describe one hop, not the message; never copied from upstream to client.
 const HOP_BY_HOP: [&str; 8] = [
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-    "upgrade", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
 ];
 
 /// Sends `out` to `provider` for `route` and returns the client's response.
@@ -54,17 +60,34 @@ pub async fn forward(
 
     let mut request = Request::post(provider.uri(out.surface).clone())
         .body(Full::new(out.body))
-        .map_err(|err| GatewayError::new(ErrorKind::Internal, format!("cannot build upstream request: {err}")))?;
+        .map_err(|err| {
+            GatewayError::new(
+                ErrorKind::Internal,
+                format!("cannot build upstream request: {err}"),
+            )
+        })?;
     let headers = request.headers_mut();
     headers.clone_from(&provider.headers);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(
         header::ACCEPT,
-        HeaderValue::from_static(if out.stream { "text/event-stream" } else { "application/json" }),
+        HeaderValue::from_static(if out.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
     );
 
     let response = match tokio::time::timeout_at(first, provider.client.request(request)).await {
-        Err(_) => return Err(GatewayError::new(ErrorKind::UpstreamTimeout, "upstream did not answer in time")),
+        Err(_) => {
+            return Err(GatewayError::new(
+                ErrorKind::UpstreamTimeout,
+                "upstream did not answer in time",
+            ));
+        }
         Ok(Err(err)) if err.is_connect() => {
             return Err(GatewayError::new(
                 ErrorKind::UpstreamConnect,
@@ -74,7 +97,11 @@ pub async fn forward(
         Ok(Err(err)) => {
             return Err(GatewayError::new(
                 ErrorKind::UpstreamProtocol,
-                format!("provider `{}` failed before answering: {}", provider.name, source_chain(&err)),
+                format!(
+                    "provider `{}` failed before answering: {}",
+                    provider.name,
+                    source_chain(&err)
+                ),
             ));
         }
         Ok(Ok(response)) => response,
@@ -104,8 +131,17 @@ pub async fn forward(
                 "upstream answered a streaming request without text/event-stream",
             ));
         }
-        let timeouts = StreamTimeouts { first_event: first, idle: timeouts.idle.0, total };
-        let tee = Tee::new(Source::Http(incoming), out.strip_usage, timeouts, out.arrived);
+        let timeouts = StreamTimeouts {
+            first_event: first,
+            idle: timeouts.idle.0,
+            total,
+        };
+        let tee = Tee::new(
+            Source::Http(incoming),
+            out.strip_usage,
+            timeouts,
+            out.arrived,
+        );
         let mut response = Response::from_parts(parts, GatewayBody::stream(tee, stats));
         set_stream_headers(response.headers_mut());
         return Ok(response);
@@ -113,7 +149,10 @@ pub async fn forward(
 
     let body = read_body(incoming, limits, total).await?;
     let view = AnswerView::parse(&body).map_err(|_| {
-        GatewayError::new(ErrorKind::UpstreamProtocol, "upstream answered with malformed JSON")
+        GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            "upstream answered with malformed JSON",
+        )
     })?;
     stats.usage = view.usage;
     stats.finish_reason = view.choices.finish_reason;
@@ -123,20 +162,33 @@ pub async fn forward(
 
 /// Headers every streamed answer carries, so no proxy in between buffers it.
 pub fn set_stream_headers(headers: &mut HeaderMap) {
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
 }
 
 /// Reads a whole upstream body within the response-size limit and the total deadline.
-async fn read_body(incoming: Incoming, limits: &Limits, total: Instant) -> Result<Bytes, GatewayError> {
+async fn read_body(
+    incoming: Incoming,
+    limits: &Limits,
+    total: Instant,
+) -> Result<Bytes, GatewayError> {
     let limited = Limited::new(incoming, limits.max_response_bytes);
     match tokio::time::timeout_at(total, limited.collect()).await {
-        Err(_) => Err(GatewayError::new(ErrorKind::UpstreamTimeout, "upstream body did not finish in time")),
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            "upstream body did not finish in time",
+        )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(GatewayError::new(
             ErrorKind::UpstreamResponseTooLarge,
-            format!("upstream response is larger than {} bytes", limits.max_response_bytes),
+            format!(
+                "upstream response is larger than {} bytes",
+                limits.max_response_bytes
+            ),
         )),
         Ok(Err(err)) => Err(GatewayError::new(
             ErrorKind::UpstreamStreamInterrupted,
@@ -159,15 +211,28 @@ async fn upstream_error(
     let is_openai_error = AnswerView::parse(&body).is_ok_and(|view| view.error.is_some());
     if !is_openai_error {
         let mut err = GatewayError::new(
-            if status == StatusCode::TOO_MANY_REQUESTS { ErrorKind::UpstreamRateLimited } else { ErrorKind::UpstreamProtocol },
-            format!("upstream answered HTTP {} without an OpenAI error body", status.as_u16()),
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                ErrorKind::UpstreamRateLimited
+            } else {
+                ErrorKind::UpstreamProtocol
+            },
+            format!(
+                "upstream answered HTTP {} without an OpenAI error body",
+                status.as_u16()
+            ),
         );
         err.retry_after = crate::upstream::retry_after(&headers);
         return Err(err);
     }
     stats.error = Some(ErrorKind::UpstreamStatus);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("x-tollgate-error-source", HeaderValue::from_static("upstream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-tollgate-error-source",
+        HeaderValue::from_static("upstream"),
+    );
     let mut response = Response::new(GatewayBody::full(body, stats));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

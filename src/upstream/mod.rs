@@ -1,12 +1,12 @@
 //! Upstream exchange: send the request, stream or read the answer back, account for it.
 
 pub mod client;
+mod forward;
 pub mod openai_view;
 pub mod source;
 pub mod sse;
 pub mod stats;
 pub mod tee;
-mod forward;
 
 pub use forward::{Outbound, Surface, forward, set_stream_headers};
 

@@ -125,7 +125,6 @@ impl<'de> Deserialize<'de> for ChoicesView {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,13 +169,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(view.choices.finish_reason, Some(FinishReason::Stop));
-        let err = AnswerView::parse(br#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
+        let err =
+            AnswerView::parse(br#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
         assert!(err.error.is_some());
     }
 
     #[test]
     fn finish_reason_round_trips() {
-        for text in ["stop", "length", "tool_calls", "content_filter", "function_call", "eos"] {
+        for text in [
+            "stop",
+            "length",
+            "tool_calls",
+            "content_filter",
+            "function_call",
+            "eos",
+        ] {
             assert_eq!(FinishReason::parse(text).as_str(), text);
         }
     }

@@ -27,14 +27,16 @@ impl Source {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Ready(Some(Err(err))) => {
-                        return Poll::Ready(Some(Err(format!("upstream connection failed mid-stream: {err}"))));
+                        return Poll::Ready(Some(Err(format!(
+                            "upstream connection failed mid-stream: {err}"
+                        ))));
                     }
                     Poll::Ready(Some(Ok(frame))) => frame,
                 };
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Poll::Ready(Some(Ok(data)));
                 }
             },
             Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),

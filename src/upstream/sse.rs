@@ -171,7 +171,11 @@ mod tests {
                 assert_eq!(event_data(&events[2]), EventData::Done);
                 // A CRLF's LF may arrive after its event was complete; it ends no event.
                 assert!(rest.is_empty() || rest == b"\n", "rest {rest:?}");
-                assert_eq!([events.concat(), rest].concat(), bytes, "bytes are forwarded verbatim");
+                assert_eq!(
+                    [events.concat(), rest].concat(),
+                    bytes,
+                    "bytes are forwarded verbatim"
+                );
             }
         }
     }

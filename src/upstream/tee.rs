@@ -73,7 +73,12 @@ enum Verdict {
 impl Tee {
     /// `arrived` is when the client's request arrived (TTFT is measured from it);
     /// `strip_usage` drops the usage-only chunk the gateway asked for on the client's behalf.
-    pub fn new(source: Source, strip_usage: bool, timeouts: StreamTimeouts, arrived: Instant) -> Self {
+    pub fn new(
+        source: Source,
+        strip_usage: bool,
+        timeouts: StreamTimeouts,
+        arrived: Instant,
+    ) -> Self {
         Self {
             source,
             splitter: SseSplitter::new(),
@@ -160,7 +165,8 @@ impl Tee {
                     out = Some(buf);
                     verdict
                 } else {
-                    let verdict = inspect(&chunk[start..end], *this.strip_usage, this.arrived, stats);
+                    let verdict =
+                        inspect(&chunk[start..end], *this.strip_usage, this.arrived, stats);
                     match (&verdict, &mut out) {
                         (Verdict::Forward | Verdict::Last, Some(buf)) => {
                             buf.extend_from_slice(&chunk[start..end])
@@ -222,7 +228,12 @@ impl Tee {
 }
 
 /// Reads one complete event and decides its fate.
-fn inspect(event: &[u8], strip_usage: bool, arrived: &Instant, stats: &mut ExchangeStats) -> Verdict {
+fn inspect(
+    event: &[u8],
+    strip_usage: bool,
+    arrived: &Instant,
+    stats: &mut ExchangeStats,
+) -> Verdict {
     let data = event_data(event);
     let json: &[u8] = match &data {
         EventData::None => return Verdict::Forward,
@@ -259,7 +270,12 @@ fn inspect(event: &[u8], strip_usage: bool, arrived: &Instant, stats: &mut Excha
 }
 
 /// Ends the stream with `err` as a terminal event and lets go of the upstream at once.
-fn fail(phase: &mut Phase, source: &mut Source, stats: &mut ExchangeStats, err: GatewayError) -> Option<Bytes> {
+fn fail(
+    phase: &mut Phase,
+    source: &mut Source,
+    stats: &mut ExchangeStats,
+    err: GatewayError,
+) -> Option<Bytes> {
     stats.error = Some(err.kind);
     finish(phase, source, Some(stream_error_event(&err)))
 }
@@ -274,7 +290,10 @@ fn finish(phase: &mut Phase, source: &mut Source, last: Option<Bytes>) -> Option
 impl Tee {
     /// Adapter for tests and benches: drives the tee as an `http_body::Body`.
     pub fn into_body(self, stats: ExchangeStats) -> TeeBody {
-        TeeBody { tee: Box::pin(self), stats }
+        TeeBody {
+            tee: Box::pin(self),
+            stats,
+        }
     }
 }
 

@@ -1,0 +1,127 @@
+//! The admin listener: liveness, readiness, and metrics that promtool accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+use http::StatusCode;
+use tollgate_mock::MockConfig;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
+    let (status, _, body) = call(gw.admin_addr, get("/healthz", &[])).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    let (status, _, body) = call(gw.admin_addr, get("/readyz", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    let version = gw.shared.live.load().version.clone();
+    assert_eq!(body, format!("ready config_version={version}\n"));
+    let (status, _, body) = call(gw.admin_addr, get("/nope", &[])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_openai_error(&body, "unknown_url");
+    // The admin surface is not on the API listener.
+    let (status, _, _) = call(gw.api_addr, get("/metrics", &[])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
+    for _ in 0..3 {
+        let (status, _, _) = chat(&gw, r#"{"model":"m"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _, _) = chat(&gw, r#"{"model":"zzz"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, headers, text) = call(gw.admin_addr, get("/metrics", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert_eq!(
+        sample(&text, "tollgate_requests_total{route=\"m\",status=\"200\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, "tollgate_requests_total{route=\"\",status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_request_duration_seconds_count{route=\"m\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_request_errors_total{code=\"model_not_found\",fault=\"client\"}"
+        ),
+        1.0
+    );
+    let version = gw.shared.live.load().version.clone();
+    assert_eq!(
+        sample(
+            &text,
+            &format!("tollgate_config_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+}
+
+/// `promtool check metrics` must accept the exposition with no lint findings. The test
+/// command (`scripts/test`) installs promtool; set TOLLGATE_REQUIRE_TOOLS=1 to make its
+/// absence a failure rather than a skip.
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    let Ok(promtool) = which("promtool") else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_TOOLS").is_none()
+                && std::env::var_os("CI").is_none(),
+            "promtool is required here; install Debian's `prometheus` package"
+        );
+        eprintln!("skipping: promtool not installed");
+        return;
+    };
+    let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
+    chat(&gw, r#"{"model":"m"}"#).await;
+    chat(&gw, r#"{"model":"m","stream":true}"#).await;
+    chat(&gw, r#"{"model":"nope"}"#).await;
+    let text = metrics(&gw).await;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .ok_or(())
+}

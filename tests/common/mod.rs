@@ -1,0 +1,183 @@
+//! Shared helpers for the black-box tests: start a mock upstream and a gateway, talk HTTP.
+
+// Not every test binary uses every helper; helpers fail loudly by design.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tollgate::config::Config;
+use tollgate::server::Gateway;
+use tollgate_mock::{MockConfig, MockServer};
+
+/// Upper bound on anything a test waits for; reaching it is a failure, never a sync point.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config with both listeners on ephemeral loopback ports, auth off, one openai provider
+/// `mock` at `mock_url` and one alias `m` on it, plus whatever `extra` adds at the top level.
+pub fn config(mock_url: &str, extra: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  header_read_timeout: 1s\nadmin:\n  listen: 127.0.0.1:0\n\
+         providers:\n  mock:\n    type: openai\n    base_url: {mock_url}\n  demo:\n    type: demo\n    ttft: 0ms\n    inter_token: 0ms\n    tokens: 5\n\
+         {extra}"
+    )
+}
+
+/// The default routes for [`config`] with auth off.
+pub const OPEN_ROUTES: &str =
+    "auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n  d:\n    provider: demo\n";
+
+pub async fn gateway(yaml: &str) -> Gateway {
+    let config = Config::from_yaml(yaml).unwrap();
+    Gateway::start(&config, yaml).await.unwrap()
+}
+
+/// A mock with `mock_config` and a gateway in front of it with [`OPEN_ROUTES`].
+pub async fn mock_and_gateway(mock_config: MockConfig) -> (MockServer, Gateway) {
+    mock_and_gateway_with(mock_config, OPEN_ROUTES).await
+}
+
+pub async fn mock_and_gateway_with(mock_config: MockConfig, extra: &str) -> (MockServer, Gateway) {
+    let mock = MockServer::start(mock_config).await.unwrap();
+    let gateway = gateway(&config(&mock.base_url(), extra)).await;
+    (mock, gateway)
+}
+
+/// A JSON POST; `headers` replace the defaults of the same name.
+pub fn post(path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut request = Request::post(path)
+        .header("host", "tollgate")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    request
+}
+
+pub fn get(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut builder = Request::get(path).header("host", "tollgate");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Sends one request over a fresh HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tokio::time::timeout(WAIT, sender.send_request(req))
+        .await
+        .expect("response in time")
+        .unwrap()
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn call(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, String) {
+    let response = send(addr, req).await;
+    let (parts, body) = response.into_parts();
+    let bytes = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("body in time")
+        .unwrap()
+        .to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+/// POSTs a chat request to the gateway's API.
+pub async fn chat(gateway: &Gateway, body: &str) -> (StatusCode, HeaderMap, String) {
+    call(gateway.api_addr, post("/v1/chat/completions", body, &[])).await
+}
+
+/// The next data frame of a body, or `None` at its end.
+pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("frame in time")?;
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            return Some(data);
+        }
+    }
+}
+
+/// Reads a body to its end, one element per frame.
+pub async fn all_chunks(body: &mut Incoming) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    while let Some(chunk) = next_chunk(body).await {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// The `data:` payloads of an SSE text with LF line endings.
+pub fn data_events(body: &str) -> Vec<&str> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .collect()
+}
+
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+/// Asserts an OpenAI error body with the given `error.code` and returns its JSON.
+pub fn assert_openai_error(body: &str, code: &str) -> serde_json::Value {
+    let value = json(body);
+    let error = &value["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].as_str().is_some(), "{body}");
+    assert!(error.get("param").is_some(), "{body}");
+    value
+}
+
+/// Reads the admin metrics text.
+pub async fn metrics(gateway: &Gateway) -> String {
+    call(gateway.admin_addr, get("/metrics", &[])).await.2
+}
+
+/// The value of one sample line in a metrics text, or 0 when absent.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the gateway's in-flight stream gauge is back to zero.
+pub async fn streams_drained(gateway: &Gateway) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while gateway.shared.metrics.streams_active() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams never drained"
+        );
+        tokio::task::yield_now().await;
+    }
+}
