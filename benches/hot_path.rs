@@ -69,14 +69,24 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     for (name, stream, model) in [
         ("non_stream_unchanged", false, None),
-        ("stream_add_usage_and_rewrite_model", true, Some(&b"\"meta-llama/Llama-3.1-8B\""[..])),
+        (
+            "stream_add_usage_and_rewrite_model",
+            true,
+            Some(&b"\"meta-llama/Llama-3.1-8B\""[..]),
+        ),
     ] {
         let body = chat_request(stream);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
-                let fields = RequestFields::parse(black_box(&body)).unwrap_or_else(|e| panic!("{e}"));
-                black_box(fields.upstream_body(&body, model).map(|b| b.len()).unwrap_or(0))
+                let fields =
+                    RequestFields::parse(black_box(&body)).unwrap_or_else(|e| panic!("{e}"));
+                black_box(
+                    fields
+                        .upstream_body(&body, model)
+                        .map(|b| b.len())
+                        .unwrap_or(0),
+                )
             })
         });
     }

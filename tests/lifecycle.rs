@@ -191,7 +191,7 @@ fn the_default_config_serves_demo_on_loopback_without_auth() {
 /// A real process: serves, writes one JSON access-log line per request with the stream's
 /// facts, and exits 0 on SIGTERM.
 #[tokio::test]
-async fn binary_logs_one_json_line_per_request_and_exits_cleanly_on_sigterm() {
+async fn binary_reads_tollgate_config_logs_json_per_request_and_exits_cleanly_on_sigterm() {
     let mock = tollgate_mock::MockServer::start(MockConfig {
         tokens: 4,
         ..MockConfig::default()
@@ -209,15 +209,19 @@ async fn binary_logs_one_json_line_per_request_and_exits_cleanly_on_sigterm() {
             "admin:\n  listen: 127.0.0.1:0",
             &format!("admin:\n  listen: 127.0.0.1:{admin_port}"),
         );
+    // The upstream key comes from the environment, never from the file.
+    let yaml = yaml.replace(
+        &format!("    base_url: {}\n", mock.base_url()),
+        &format!(
+            "    base_url: {}\n    api_key_env: TOLLGATE_TEST_UPSTREAM_KEY\n",
+            mock.base_url()
+        ),
+    );
     let path = temp_file("serve.yaml", &yaml);
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--log-format",
-            "json",
-        ])
+        .args(["serve", "--log-format", "json"])
+        .env("TOLLGATE_CONFIG", &path)
+        .env("TOLLGATE_TEST_UPSTREAM_KEY", "sk-upstream-from-env")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -255,10 +259,16 @@ async fn binary_logs_one_json_line_per_request_and_exits_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    assert!(
-        !rest.iter().any(|l| l.contains("sk-never-logged")),
-        "no secret in logs"
+    assert_eq!(
+        mock.stats().recorded()[0].headers["authorization"],
+        "Bearer sk-upstream-from-env"
     );
+    for secret in ["sk-never-logged", "sk-upstream-from-env"] {
+        assert!(
+            !rest.iter().any(|l| l.contains(secret)),
+            "no secret in logs"
+        );
+    }
     let access: Vec<serde_json::Value> = rest
         .iter()
         .filter(|l| l.contains("\"tollgate::access\""))

@@ -280,3 +280,64 @@ async fn demo_streams_through_the_same_tee() {
         5
     );
 }
+
+#[tokio::test]
+async fn total_timeout_cuts_a_stream_that_keeps_going() {
+    let config = paced(200, 10);
+    let routes = "auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n    timeouts: {first_token: 5s, idle: 5s, total: 300ms}\n";
+    let (mock, gw) = mock_and_gateway_with(config, routes).await;
+    let (status, _, body) = call(gw.api_addr, post("/v1/chat/completions", STREAM, &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    let events = data_events(&body);
+    assert!(
+        events.len() < 100,
+        "cut well before the 200 events: {}",
+        events.len()
+    );
+    assert_openai_error(events.last().unwrap(), "upstream_timeout");
+    tokio::time::timeout(WAIT, mock.stats().wait_streams_cancelled(1))
+        .await
+        .expect("upstream released");
+}
+
+#[tokio::test]
+async fn demo_honours_its_ttft_and_token_cadence() {
+    let mock = tollgate_mock::MockServer::start(MockConfig::default())
+        .await
+        .unwrap();
+    let yaml = config(&mock.base_url(), OPEN_ROUTES).replace(
+        "    ttft: 0ms\n    inter_token: 0ms\n",
+        "    ttft: 120ms\n    inter_token: 30ms\n",
+    );
+    let gw = gateway(&yaml).await;
+    let started = std::time::Instant::now();
+    let response = send(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"d","stream":true}"#,
+            &[],
+        ),
+    )
+    .await;
+    let mut body = response.into_body();
+    next_chunk(&mut body).await.unwrap();
+    let ttft = started.elapsed();
+    assert!(
+        ttft >= Duration::from_millis(120),
+        "first token after the configured TTFT: {ttft:?}"
+    );
+    let mut arrivals = vec![std::time::Instant::now()];
+    while next_chunk(&mut body).await.is_some() {
+        arrivals.push(std::time::Instant::now());
+    }
+    // 5 words (4 gaps of at least the cadence), then the finish/usage/[DONE] event.
+    assert_eq!(arrivals.len(), 6);
+    for pair in arrivals[..5].windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(25),
+            "cadence kept: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+}

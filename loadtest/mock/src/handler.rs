@@ -99,6 +99,7 @@ pub(crate) async fn handle(
             .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
         headers: parts.headers.clone(),
         body: body.clone(),
+        version: parts.version,
     });
 
     let surface = match (parts.uri.path(), &parts.method) {

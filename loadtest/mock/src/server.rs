@@ -100,6 +100,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, rx: watch::Rece
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    shared.stats.connection_accepted();
                     connections.spawn(serve(stream, builder.clone(), shared.clone(), rx.clone()));
                 }
                 // Typically EMFILE under load: back off briefly instead of spinning.

@@ -18,12 +18,15 @@ pub struct RecordedRequest {
     pub path_and_query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The HTTP version the request arrived with.
+    pub version: http::Version,
 }
 
 /// Live counters of a [`crate::MockServer`].
 #[derive(Debug, Default)]
 pub struct MockStats {
     requests: AtomicU64,
+    connections: AtomicU64,
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
     /// Woken on every counter change so waiters re-check without polling.
@@ -35,6 +38,15 @@ impl MockStats {
     /// Requests received (counted once the request body has been read).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted; with keep-alive clients this stays below `requests()`.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn connection_accepted(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Stream bodies that reached their end (including cleanly ended fault streams).
@@ -153,6 +165,7 @@ mod tests {
             path_and_query: format!("/v1/x?{i}"),
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            version: http::Version::HTTP_11,
         }
     }
 

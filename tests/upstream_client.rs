@@ -1,0 +1,196 @@
+//! The upstream client: keep-alive pooling, HTTPS with an extra CA, HTTP/2 by ALPN or h2c.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use common::*;
+use http::StatusCode;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tollgate_mock::{MockConfig, MockServer};
+
+const CHAT: &str = r#"{"model":"m","messages":[]}"#;
+
+fn gateway_yaml(base_url: &str, provider_extra: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+         providers:\n  mock:\n    type: openai\n    base_url: {base_url}\n{provider_extra}\
+         routes:\n  m:\n    provider: mock\n"
+    )
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_pooled_connection() {
+    let mock = MockServer::start(MockConfig {
+        tokens: 3,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = gateway(&gateway_yaml(&mock.base_url(), "")).await;
+    for body in [
+        CHAT,
+        CHAT,
+        r#"{"model":"m","stream":true}"#,
+        CHAT,
+        r#"{"model":"m","stream":true}"#,
+    ] {
+        let (status, _, _) = chat(&gw, body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(mock.stats().requests(), 5);
+    assert_eq!(
+        mock.stats().connections(),
+        1,
+        "keep-alive: one upstream connection for all"
+    );
+}
+
+#[tokio::test]
+async fn http2_setting_speaks_h2c_to_a_plain_upstream() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let gw = gateway(&gateway_yaml(&mock.base_url(), "    http: http2\n")).await;
+    let (status, _, body) = chat(&gw, r#"{"model":"m","stream":true}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        mock.stats().last_request().unwrap().version,
+        http::Version::HTTP_2
+    );
+}
+
+/// A TLS front for the mock, with a certificate from a CA made for this test.
+struct TlsFront {
+    addr: SocketAddr,
+    ca_pem: String,
+    _tasks: JoinSet<()>,
+}
+
+async fn tls_front(backend: SocketAddr, alpn: &[&[u8]]) -> TlsFront {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+    )
+    .unwrap();
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut plain = TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    TlsFront {
+        addr,
+        ca_pem: ca.pem(),
+        _tasks: tasks,
+    }
+}
+
+fn write_ca(pem: &str, name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("tollgate-ca-{}-{name}.pem", std::process::id()));
+    std::fs::write(&path, pem).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn https_upstream_with_extra_ca_negotiates_http2_by_alpn() {
+    let mock = MockServer::start(MockConfig {
+        tokens: 4,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let front = tls_front(mock.addr(), &[b"h2", b"http/1.1"]).await;
+    let ca = write_ca(&front.ca_pem, "h2");
+    let yaml = gateway_yaml(
+        &format!("https://{}/v1", front.addr),
+        &format!("    ca_file: {}\n", ca.display()),
+    );
+    let gw = gateway(&yaml).await;
+    let (status, _, body) = chat(&gw, CHAT).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        mock.stats().last_request().unwrap().version,
+        http::Version::HTTP_2
+    );
+    let (status, _, body) = chat(&gw, r#"{"model":"m","stream":true}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(data_events(&body).len(), 5, "{body}");
+    std::fs::remove_file(ca).unwrap();
+}
+
+#[tokio::test]
+async fn https_upstream_without_h2_falls_back_to_http1() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let front = tls_front(mock.addr(), &[b"http/1.1"]).await;
+    let ca = write_ca(&front.ca_pem, "h1");
+    let yaml = gateway_yaml(
+        &format!("https://{}/v1", front.addr),
+        &format!("    ca_file: {}\n", ca.display()),
+    );
+    let gw = gateway(&yaml).await;
+    let (status, _, body) = chat(&gw, CHAT).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        mock.stats().last_request().unwrap().version,
+        http::Version::HTTP_11
+    );
+    std::fs::remove_file(ca).unwrap();
+}
+
+#[tokio::test]
+async fn untrusted_upstream_certificate_is_refused() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let front = tls_front(mock.addr(), &[b"http/1.1"]).await;
+    let gw = gateway(&gateway_yaml(&format!("https://{}/v1", front.addr), "")).await;
+    let (status, _, body) = chat(&gw, CHAT).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_openai_error(&body, "upstream_unreachable");
+    assert_eq!(mock.stats().requests(), 0);
+}
+
+#[tokio::test]
+async fn bad_ca_file_fails_compile_naming_the_key() {
+    let path = write_ca("not a certificate", "bad");
+    let yaml = gateway_yaml(
+        "https://127.0.0.1:1/v1",
+        &format!("    ca_file: {}\n", path.display()),
+    );
+    let config = tollgate::config::Config::from_yaml(&yaml).unwrap();
+    let err = tollgate::server::Gateway::start(&config, &yaml)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("providers.mock.ca_file"), "{err}");
+    std::fs::remove_file(path).unwrap();
+}
