@@ -81,23 +81,29 @@ fn invalid(param: &'static str, message: impl Into<Cow<'static, str>>) -> Gatewa
 /// parsers recurse and fall over (or worse) on hostile nesting.
 pub const MAX_JSON_DEPTH: usize = 128;
 
-/// True when `body` nests arrays and objects deeper than `limit` (strings are skipped).
+/// True when `body` nests arrays and objects deeper than `limit`. Strings, where most of a
+/// request's bytes are, are skipped with `memchr` rather than walked byte by byte.
 fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                // To the closing quote, stepping over escapes.
+                loop {
+                    let rest = body.get(i..).unwrap_or_default();
+                    let Some(at) = memchr::memchr2(b'"', b'\\', rest) else {
+                        return false; // unterminated: the JSON parser rejects it
+                    };
+                    i += at;
+                    if body[i] == b'\\' {
+                        i += 2;
+                    } else {
+                        break;
+                    }
+                }
             }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > limit {
@@ -107,6 +113,7 @@ fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     false
 }
@@ -335,6 +342,18 @@ mod tests {
             "{".repeat(500)
         );
         assert!(RequestFields::parse(text.as_bytes()).is_ok());
+        // An escaped backslash ends before the quote; the brackets after it do count.
+        let deep = format!(
+            r#"{{"model":"a","x":"\\\\","y":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(kind(&deep), ErrorKind::MalformedJson);
+        assert!(!nests_deeper_than(br#"{"a":"[[[[[[[[[[[[[[[[[["#, 3));
+        assert!(
+            !nests_deeper_than(b"{\"a\":\"\\", 3),
+            "a trailing backslash is no panic"
+        );
         assert_eq!(kind("\"\u{0}\""), ErrorKind::MalformedJson);
     }
 
@@ -345,5 +364,43 @@ mod tests {
             RequestFields::parse(body).unwrap_err().kind,
             ErrorKind::MalformedJson
         );
+    }
+
+    /// Mutated and random bodies: any outcome but a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let seed = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"a\"b\\c"}]}"#;
+        let alphabet = b"{}[]\":,\\ab0-.tenu \n";
+        for _ in 0..20_000 {
+            let mut body = seed.to_vec();
+            for _ in 0..rng.usize(1..6) {
+                match rng.u8(0..3) {
+                    0 if !body.is_empty() => {
+                        let at = rng.usize(..body.len());
+                        body.remove(at);
+                    }
+                    1 => {
+                        let at = rng.usize(..=body.len());
+                        body.insert(at, alphabet[rng.usize(..alphabet.len())]);
+                    }
+                    _ => body.truncate(rng.usize(..=body.len())),
+                }
+            }
+            let bytes = Bytes::from(body);
+            if let Ok(fields) = RequestFields::parse(&bytes) {
+                let out = fields
+                    .upstream_body(&bytes, Some(b"\"x\""))
+                    .unwrap_or_default();
+                if fields.stream && !out.is_empty() {
+                    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                    assert_eq!(json["stream_options"]["include_usage"], true);
+                }
+            }
+        }
+        for _ in 0..5_000 {
+            let noise: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+            let _ = RequestFields::parse(&noise);
+        }
     }
 }

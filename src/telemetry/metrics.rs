@@ -279,6 +279,15 @@ impl Metrics {
 
         family(
             &mut out,
+            "tollgate_access_log_dropped_total",
+            "counter",
+            "Access-log lines dropped because stdout could not keep up.",
+        );
+        let dropped = super::access_sink::dropped();
+        let _ = writeln!(out, "tollgate_access_log_dropped_total {dropped}");
+
+        family(
+            &mut out,
             "tollgate_config_info",
             "gauge",
             "The config version in force (content hash).",

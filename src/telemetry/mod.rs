@@ -1,5 +1,6 @@
 //! Telemetry: metrics, logging set-up and the per-request access log.
 
 pub mod access_log;
+pub mod access_sink;
 pub mod logging;
 pub mod metrics;

@@ -15,6 +15,13 @@ pub enum Source {
     Demo(DemoStream),
     /// Finished or abandoned; holds nothing, so the upstream connection is already released.
     Closed,
+    /// Chunks given by a test, to drive the tee through every way a stream can be cut; with
+    /// `ends: false` the source stalls once they are used up.
+    #[cfg(test)]
+    Scripted {
+        chunks: std::collections::VecDeque<Result<Bytes, String>>,
+        ends: bool,
+    },
 }
 
 impl Source {
@@ -41,6 +48,11 @@ impl Source {
             },
             Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),
             Source::Closed => Poll::Ready(None),
+            #[cfg(test)]
+            Source::Scripted { chunks, ends } => match chunks.pop_front() {
+                None if !*ends => Poll::Pending,
+                next => Poll::Ready(next),
+            },
         }
     }
 }

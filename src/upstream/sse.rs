@@ -212,4 +212,29 @@ mod tests {
         splitter.feed(b"\n\n", |_| {});
         assert!(!splitter.in_event());
     }
+
+    /// Random streams cut at random places: offsets stay in bounds and nothing panics.
+    #[test]
+    fn arbitrary_streams_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet = b"data: {}[DONE]\r\n:x";
+        for _ in 0..5_000 {
+            let stream: Vec<u8> = (0..rng.usize(0..200))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let mut splitter = SseSplitter::new();
+            let mut start = 0;
+            let mut pending = Vec::new();
+            for chunk in stream.chunks(rng.usize(1..20)) {
+                splitter.feed(chunk, |end| {
+                    assert!(end <= chunk.len() && end > start);
+                    pending.extend_from_slice(&chunk[start..end]);
+                    let _ = event_data(&pending);
+                    pending.clear();
+                    start = end;
+                });
+                start = 0;
+            }
+        }
+    }
 }

@@ -52,6 +52,8 @@ pin_project_lite::pin_project! {
         // Event end offsets of the current chunk; kept to reuse its allocation.
         ends: Vec<usize>,
         strip_usage: bool,
+        // The last dropped event ended on a CR whose LF has not been seen yet.
+        skip_lf: bool,
         phase: Phase,
         timeouts: StreamTimeouts,
         arrived: Instant,
@@ -85,6 +87,7 @@ impl Tee {
             carry: BytesMut::new(),
             ends: Vec::new(),
             strip_usage,
+            skip_lf: false,
             phase: Phase::First,
             timer: tokio::time::sleep_until(timeouts.first_event.min(timeouts.total)),
             timeouts,
@@ -149,35 +152,42 @@ impl Tee {
                 continue;
             };
 
+            // `out` stays `None` while the chunk can go out as a zero-copy prefix of itself.
             let mut out: Option<BytesMut> = None;
             let mut start = 0;
             let mut stop = None;
             for (i, &end) in this.ends.iter().enumerate() {
-                let verdict = if i == 0 && !this.carry.is_empty() {
+                let from_carry = i == 0 && !this.carry.is_empty();
+                let carried;
+                let event: &[u8] = if from_carry {
                     this.carry.extend_from_slice(&chunk[..end]);
-                    let event = this.carry.split().freeze();
-                    let verdict = inspect(&event, *this.strip_usage, this.arrived, stats);
-                    // The first event had to be copied anyway; continue building on a copy.
-                    let mut buf = BytesMut::with_capacity(event.len() + last_end - end);
-                    if matches!(verdict, Verdict::Forward | Verdict::Last) {
-                        buf.extend_from_slice(&event);
-                    }
-                    out = Some(buf);
-                    verdict
+                    carried = this.carry.split().freeze();
+                    &carried
                 } else {
-                    let verdict =
-                        inspect(&chunk[start..end], *this.strip_usage, this.arrived, stats);
-                    match (&verdict, &mut out) {
-                        (Verdict::Forward | Verdict::Last, Some(buf)) => {
-                            buf.extend_from_slice(&chunk[start..end])
-                        }
-                        (Verdict::Drop | Verdict::Fail(_), None) => {
-                            out = Some(BytesMut::from(&chunk[..start]));
-                        }
-                        _ => {}
-                    }
-                    verdict
+                    &chunk[start..end]
                 };
+                let verdict = inspect(event, *this.strip_usage, this.arrived, stats);
+                // A dropped event that ended on a CR leaves its LF, if any, at the start of the
+                // next event: it goes with the dropped event.
+                let from =
+                    usize::from(std::mem::take(this.skip_lf) && event.first() == Some(&b'\n'));
+                let kept = match verdict {
+                    Verdict::Forward | Verdict::Last => event.len(),
+                    // A dropped event's leading line breaks may finish the previous event's
+                    // CRLF (split across chunks); they carry no data, so they stay.
+                    Verdict::Drop | Verdict::Fail(_) => {
+                        *this.skip_lf = event.last() == Some(&b'\r');
+                        leading_line_breaks(event).max(from)
+                    }
+                };
+                if out.is_none() && (from_carry || from > 0 || kept < event.len()) {
+                    let mut buf = BytesMut::with_capacity(last_end + event.len());
+                    buf.extend_from_slice(&chunk[..start]);
+                    out = Some(buf);
+                }
+                if let Some(buf) = &mut out {
+                    buf.extend_from_slice(&event[from..kept]);
+                }
                 start = end;
                 match verdict {
                     Verdict::Forward | Verdict::Drop => {}
@@ -225,6 +235,13 @@ impl Tee {
             }
         }
     }
+}
+
+fn leading_line_breaks(event: &[u8]) -> usize {
+    event
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 /// Reads one complete event and decides its fate.
@@ -315,5 +332,150 @@ impl Body for TeeBody {
             .as_mut()
             .poll_next(cx, &mut this.stats)
             .map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    const CONTENT: &str =
+        "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}";
+    const CONTENT_EVENT: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n";
+    const LAST: &str = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}";
+    const USAGE: &str = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}";
+
+    fn stream(sep: &str) -> (String, String) {
+        let events = [
+            ": keep-alive",
+            CONTENT,
+            CONTENT,
+            LAST,
+            USAGE,
+            "data: [DONE]",
+        ];
+        let all: String = events.iter().map(|e| format!("{e}{sep}{sep}")).collect();
+        let without_usage = all.replace(&format!("{USAGE}{sep}{sep}"), "");
+        (all, without_usage)
+    }
+
+    async fn run(chunks: Vec<Result<Bytes, String>>, strip_usage: bool) -> (String, ExchangeStats) {
+        let now = Instant::now();
+        let timeouts = StreamTimeouts {
+            first_event: now + Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+            total: now + Duration::from_secs(10),
+        };
+        let source = Source::Scripted {
+            chunks: VecDeque::from(chunks),
+            ends: true,
+        };
+        let mut body =
+            Tee::new(source, strip_usage, timeouts, now).into_body(ExchangeStats::default());
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        (String::from_utf8(out).unwrap(), body.stats)
+    }
+
+    fn cut(text: &str, rng: &mut fastrand::Rng) -> Vec<Result<Bytes, String>> {
+        let bytes = text.as_bytes();
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = rng.usize(1..=bytes.len() - at).min(rng.usize(1..40));
+            chunks.push(Ok(Bytes::copy_from_slice(&bytes[at..at + len])));
+            at += len;
+        }
+        chunks
+    }
+
+    /// However the upstream cuts its chunks, the client gets the same bytes, minus the usage
+    /// chunk when it did not ask for it, and the same accounting.
+    #[tokio::test]
+    async fn any_chunking_forwards_the_same_bytes_and_counts() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for sep in ["\n", "\r\n", "\r"] {
+            let (all, without_usage) = stream(sep);
+            for _ in 0..300 {
+                for strip in [false, true] {
+                    let (out, stats) = run(cut(&all, &mut rng), strip).await;
+                    let expected = if strip { &without_usage } else { &all };
+                    // A CRLF's LF may be held back after [DONE]; nothing else may differ.
+                    assert!(
+                        out == *expected || format!("{out}\n") == *expected,
+                        "sep {sep:?} strip {strip}: {out:?}"
+                    );
+                    assert_eq!(stats.events, if strip { 3 } else { 4 });
+                    assert_eq!(stats.usage.map(|u| u.total_tokens), Some(5));
+                    assert_eq!(
+                        stats.finish_reason.as_ref().map(|f| f.as_str()),
+                        Some("stop")
+                    );
+                    assert_eq!(stats.error, None);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_end_with_one_terminal_error_event() {
+        let (all, _) = stream("\n");
+        let half = &all[..all.len() / 2];
+        let cases: [(Vec<Result<Bytes, String>>, ErrorKind); 3] = [
+            (
+                vec![Ok(Bytes::from(half.to_owned()))],
+                ErrorKind::UpstreamStreamTruncated,
+            ),
+            (
+                vec![Ok(Bytes::from(half.to_owned())), Err("reset".into())],
+                ErrorKind::UpstreamStreamInterrupted,
+            ),
+            (
+                vec![Ok(Bytes::from_static(
+                    b"data: {not json\n\ndata: [DONE]\n\n",
+                ))],
+                ErrorKind::UpstreamProtocol,
+            ),
+        ];
+        for (chunks, kind) in cases {
+            let (out, stats) = run(chunks, true).await;
+            assert_eq!(stats.error, Some(kind));
+            let last = out.trim_end().rsplit("\n\n").next().unwrap();
+            assert!(last.starts_with("data: {\"error\""), "{out}");
+            assert!(last.contains(kind.code()), "{out}");
+            assert!(
+                !out.contains("{not json"),
+                "a malformed event is not forwarded"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_upstream_times_out_with_an_event() {
+        let now = Instant::now();
+        let timeouts = StreamTimeouts {
+            first_event: now + Duration::from_millis(100),
+            idle: Duration::from_millis(100),
+            total: now + Duration::from_secs(10),
+        };
+        // One event, then silence: paused time advances straight to the idle deadline.
+        let first = Ok(Bytes::from_static(CONTENT_EVENT));
+        let source = Source::Scripted {
+            chunks: VecDeque::from([first]),
+            ends: false,
+        };
+        let mut body = Tee::new(source, true, timeouts, now).into_body(ExchangeStats::default());
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, CONTENT_EVENT);
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(frame.starts_with(b"data: {\"error\""));
+        assert_eq!(body.stats.error, Some(ErrorKind::UpstreamTimeout));
+        assert!(body.frame().await.is_none());
     }
 }
