@@ -65,6 +65,11 @@ impl GatewayBody {
         &self.stats
     }
 
+    /// Moves the stats out (the body keeps defaults); for tests that outlive the body.
+    pub fn take_stats(&mut self) -> ExchangeStats {
+        std::mem::take(&mut self.stats)
+    }
+
     pub fn is_stream(&self) -> bool {
         matches!(self.content, Content::Stream(_))
     }

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use http::StatusCode;
 use tollgate_mock::MockConfig;
@@ -95,26 +92,8 @@ async fn promtool_accepts_the_exposition() {
     chat(&gw, r#"{"model":"m","stream":true}"#).await;
     chat(&gw, r#"{"model":"nope"}"#).await;
     let text = metrics(&gw).await;
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (code, out, err) = run_process(&promtool, &["check", "metrics"], &text);
+    assert_eq!(code, 0, "promtool: {out}{err}\n{text}");
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {

@@ -11,7 +11,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{ErrorKind, GatewayError, stream_error_event};
@@ -304,37 +303,6 @@ fn finish(phase: &mut Phase, source: &mut Source, last: Option<Bytes>) -> Option
     last
 }
 
-impl Tee {
-    /// Adapter for tests and benches: drives the tee as an `http_body::Body`.
-    pub fn into_body(self, stats: ExchangeStats) -> TeeBody {
-        TeeBody {
-            tee: Box::pin(self),
-            stats,
-        }
-    }
-}
-
-/// A tee with its own stats, usable where a plain `Body` is wanted.
-pub struct TeeBody {
-    tee: Pin<Box<Tee>>,
-    pub stats: ExchangeStats,
-}
-
-impl Body for TeeBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        this.tee
-            .as_mut()
-            .poll_next(cx, &mut this.stats)
-            .map(|next| next.map(|bytes| Ok(Frame::data(bytes))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -342,6 +310,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
+    use crate::body::GatewayBody;
 
     const CONTENT: &str =
         "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}";
@@ -374,13 +343,13 @@ mod tests {
             chunks: VecDeque::from(chunks),
             ends: true,
         };
-        let mut body =
-            Tee::new(source, strip_usage, timeouts, now).into_body(ExchangeStats::default());
+        let tee = Tee::new(source, strip_usage, timeouts, now);
+        let mut body = GatewayBody::stream(tee, ExchangeStats::default());
         let mut out = Vec::new();
         while let Some(frame) = body.frame().await {
             out.extend_from_slice(&frame.unwrap().into_data().unwrap());
         }
-        (String::from_utf8(out).unwrap(), body.stats)
+        (String::from_utf8(out).unwrap(), body.take_stats())
     }
 
     fn cut(text: &str, rng: &mut fastrand::Rng) -> Vec<Result<Bytes, String>> {
@@ -470,12 +439,13 @@ mod tests {
             chunks: VecDeque::from([first]),
             ends: false,
         };
-        let mut body = Tee::new(source, true, timeouts, now).into_body(ExchangeStats::default());
+        let tee = Tee::new(source, true, timeouts, now);
+        let mut body = GatewayBody::stream(tee, ExchangeStats::default());
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, CONTENT_EVENT);
         let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(frame.starts_with(b"data: {\"error\""));
-        assert_eq!(body.stats.error, Some(ErrorKind::UpstreamTimeout));
+        assert_eq!(body.stats().error, Some(ErrorKind::UpstreamTimeout));
         assert!(body.frame().await.is_none());
     }
 }
