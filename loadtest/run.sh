@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Side-by-side load harness: the same workloads against the mock directly, Tollgate in front of
+# it, and nginx in front of it, in ONE run. Prints one table (with Tollgate/nginx ratios) and
+# writes JSON under loadtest/results/. Loopback only; stops every process it started; bounded
+# (about three minutes).
+#
+#   loadtest/run.sh            full run
+#   QUICK=1 loadtest/run.sh    shorter phases, for a smoke check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+secs=${SECONDS_PER_PHASE:-6}
+idle_streams=${IDLE_STREAMS:-5000}
+[ "${QUICK:-}" = 1 ] && { secs=2; idle_streams=500; }
+
+# --- tools -----------------------------------------------------------------------------------
+if ! command -v nginx >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+cargo build --release --workspace --bins -q
+bin=$root/target/release
+ulimit -n "$(ulimit -Hn)"  # 5,000 streams need about 10,000 descriptors in the proxy
+
+work=$(mktemp -d)
+mkdir -p loadtest/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="$root/loadtest/results/$stamp.jsonl"
+: >"$out"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- ports and processes ---------------------------------------------------------------------
+# Core 0: the proxy under test. Core 1: the mocks and the load generator.
+MOCK_FAST=19001 MOCK_STREAM=19002 MOCK_IDLE=19003
+TG=19010 TG_ADMIN=19011
+NGX_FAST=19021 NGX_STREAM=19022 NGX_IDLE=19023
+
+start_mock() { # port args...
+  local port=$1; shift
+  taskset -c 1 "$bin/tollgate-mock" --listen "127.0.0.1:$port" --threads 1 "$@" >"$work/mock-$port.out" &
+  pids+=($!)
+}
+start_mock $MOCK_FAST --tokens 16
+start_mock $MOCK_STREAM --tokens 32 --inter-token 5ms
+start_mock $MOCK_IDLE --tokens 3 --inter-token 120s
+
+key=sk-loadtest-key
+key_hash=$(printf %s "$key" | "$bin/tollgate" hash-key)
+cat >"$work/tollgate.yaml" <<YAML
+server:
+  listen: 127.0.0.1:$TG
+admin:
+  listen: 127.0.0.1:$TG_ADMIN
+providers:
+  fast: {type: openai, base_url: "http://127.0.0.1:$MOCK_FAST/v1"}
+  stream: {type: openai, base_url: "http://127.0.0.1:$MOCK_STREAM/v1"}
+  idle: {type: openai, base_url: "http://127.0.0.1:$MOCK_IDLE/v1"}
+routes:
+  fast: {provider: fast}
+  stream: {provider: stream}
+  idle: {provider: idle, timeouts: {first_token: 10s, idle: 300s, total: 600s}}
+tenants:
+  - name: loadtest
+    key_hashes: ["$key_hash"]
+    models: ["*"]
+YAML
+taskset -c 0 "$bin/tollgate" serve --config "$work/tollgate.yaml" --log-format json >"$work/tollgate-access.log" &
+tollgate_pid=$!
+pids+=($tollgate_pid)
+
+mkdir -p "$work/nginx/logs"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 30000; }
+http {
+  access_log $work/nginx/logs/access.log;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_buffering off;
+  proxy_read_timeout 600s;
+  upstream fast { server 127.0.0.1:$MOCK_FAST; keepalive 256; }
+  upstream stream { server 127.0.0.1:$MOCK_STREAM; keepalive 256; }
+  upstream idle { server 127.0.0.1:$MOCK_IDLE; keepalive 256; }
+  server { listen 127.0.0.1:$NGX_FAST; location / { proxy_pass http://fast; } }
+  server { listen 127.0.0.1:$NGX_STREAM; location / { proxy_pass http://stream; } }
+  server { listen 127.0.0.1:$NGX_IDLE; location / { proxy_pass http://idle; } }
+}
+NGINX
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/logs/error.log" &
+nginx_pid=$!
+pids+=($nginx_pid)
+
+for _ in $(seq 200); do
+  ready=1
+  for port in $MOCK_FAST $MOCK_STREAM $MOCK_IDLE $NGX_FAST; do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || ready=0
+  done
+  curl -sf "http://127.0.0.1:$TG_ADMIN/readyz" >/dev/null || ready=0
+  [ $ready = 1 ] && break
+  sleep 0.05
+done
+
+# --- measuring a process ---------------------------------------------------------------------
+proc_tree() { # pid -> the pid and its children (nginx master and worker)
+  echo "$1"; pgrep -P "$1" || true
+}
+cpu_ns() { # pid -> nanoseconds on CPU of all its threads and children
+  local total=0 p t
+  for p in $(proc_tree "$1"); do
+    for t in /proc/"$p"/task/*/schedstat; do
+      [ -r "$t" ] && total=$((total + $(cut -d' ' -f1 "$t")))
+    done
+  done
+  echo $total
+}
+rss_kb() { # pid field(VmRSS|VmHWM) -> kB summed over the process tree
+  local total=0 p v
+  for p in $(proc_tree "$1"); do
+    v=$(awk -v f="$2:" '$1==f {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
+  done
+  echo $total
+}
+
+proxy_pid() { case $1 in tollgate) echo $tollgate_pid ;; nginx) echo $nginx_pid ;; *) echo "" ;; esac; }
+addr() { # target scenario-kind(fast|stream|idle)
+  case $1:$2 in
+    direct:fast) echo 127.0.0.1:$MOCK_FAST ;; direct:stream) echo 127.0.0.1:$MOCK_STREAM ;; direct:idle) echo 127.0.0.1:$MOCK_IDLE ;;
+    tollgate:*) echo 127.0.0.1:$TG ;;
+    nginx:fast) echo 127.0.0.1:$NGX_FAST ;; nginx:stream) echo 127.0.0.1:$NGX_STREAM ;; nginx:idle) echo 127.0.0.1:$NGX_IDLE ;;
+  esac
+}
+
+filler=$(printf 'lorem ipsum dolor sit amet %.0s' $(seq 33))
+body_fast="{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"$filler\"}],\"temperature\":0.2}"
+body_stream="{\"model\":\"stream\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$filler\"}]}"
+body_idle='{"model":"idle","stream":true,"messages":[{"role":"user","content":"wait"}]}'
+
+for target in tollgate nginx; do
+  pid=$(proxy_pid $target)
+  echo "{\"scenario\":\"idle_rss\",\"target\":\"$target\",\"rss_kb\":$(rss_kb "$pid" VmRSS)}" >>"$out"
+done
+
+load() { # target kind body args... -> JSON line of the load generator
+  local target=$1 kind=$2 body=$3; shift 3
+  taskset -c 1 "$bin/tollgate-load" --addr "$(addr "$target" "$kind")" --body "$body" \
+    --header "authorization: Bearer $key" "$@"
+}
+
+run_phase() { # scenario kind body args...
+  local scenario=$1 kind=$2 body=$3; shift 3
+  for target in direct tollgate nginx; do
+    local pid before after result
+    pid=$(proxy_pid $target)
+    before=$([ -n "$pid" ] && cpu_ns "$pid" || echo 0)
+    result=$(load "$target" "$kind" "$body" "$@" | tail -n 1)
+    after=$([ -n "$pid" ] && cpu_ns "$pid" || echo 0)
+    echo "{\"scenario\":\"$scenario\",\"target\":\"$target\",\"cpu_seconds\":$(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.4f", (a-b)/1e9}'),\"result\":$result}" >>"$out"
+    echo "  $scenario $target done" >&2
+  done
+}
+
+echo "== open loop, non-streaming" >&2
+for rate in 500 1000 2000; do
+  run_phase "open_${rate}" fast "$body_fast" open --rate $rate --seconds "$secs"
+done
+echo "== closed loop, 64 connections" >&2
+run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
+echo "== streaming, 32 events 5 ms apart" >&2
+run_phase stream_32x5ms stream "$body_stream" open --rate 50 --seconds "$secs" --expect-events 33
+
+echo "== $idle_streams idle streams" >&2
+for target in direct tollgate nginx; do
+  pid=$(proxy_pid $target)
+  fifo="$work/idle-$target"
+  mkfifo "$fifo"
+  load "$target" idle "$body_idle" idle --streams "$idle_streams" --hold-seconds 3 >"$fifo" &
+  loader=$!
+  rss=0 holding=0 result="{}"
+  while read -r line; do
+    case $line in
+      *holding*) holding=$line; [ -n "$pid" ] && rss=$(rss_kb "$pid" VmRSS) ;;
+      *) result=$line ;;
+    esac
+  done <"$fifo"
+  wait $loader || true
+  echo "{\"scenario\":\"idle_streams\",\"target\":\"$target\",\"rss_kb\":$rss,\"result\":$result}" >>"$out"
+  echo "  idle_streams $target done ($holding)" >&2
+done
+
+for target in tollgate nginx; do
+  echo "{\"scenario\":\"peak_rss\",\"target\":\"$target\",\"rss_kb\":$(rss_kb "$(proxy_pid $target)" VmHWM)}" >>"$out"
+done
+
+python3 loadtest/report.py "$out"
