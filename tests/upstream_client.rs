@@ -18,7 +18,7 @@ const CHAT: &str = r#"{"model":"m","messages":[]}"#;
 
 fn gateway_yaml(base_url: &str, provider_extra: &str) -> String {
     format!(
-        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+        "server:\n  listen: 127.0.0.1:0\n  workers: 1\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
          providers:\n  mock:\n    type: openai\n    base_url: {base_url}\n{provider_extra}\
          routes:\n  m:\n    provider: mock\n"
     )

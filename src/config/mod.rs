@@ -37,6 +37,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Worker threads, each with its own runtime and accept loop; default one per usable core.
+    pub workers: Option<usize>,
     /// Largest request body accepted; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Largest upstream non-streaming response body the gateway will hold.
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: None,
             max_body_bytes: 10 * 1024 * 1024,
             max_response_bytes: 32 * 1024 * 1024,
             max_header_bytes: 64 * 1024,

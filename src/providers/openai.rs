@@ -11,7 +11,9 @@ use crate::upstream::client::{self, HttpClient};
 /// A compiled OpenAI-compatible provider: URIs, credentials and headers prepared once.
 pub struct OpenAiProvider {
     pub name: Box<str>,
-    pub client: HttpClient,
+    /// One client (and so one connection pool) per worker: a pooled connection is driven by a
+    /// task on the worker that opened it, and reusing it from another would wake that worker.
+    clients: Box<[HttpClient]>,
     chat: Uri,
     completions: Uri,
     embeddings: Uri,
@@ -33,7 +35,12 @@ impl fmt::Debug for OpenAiProvider {
 pub type CompileProblem = (String, String);
 
 impl OpenAiProvider {
-    pub fn compile(name: &str, cfg: &OpenAiProviderConfig) -> Result<Self, CompileProblem> {
+    /// Compiles the provider with one connection pool for each of `workers`.
+    pub fn compile(
+        name: &str,
+        cfg: &OpenAiProviderConfig,
+        workers: usize,
+    ) -> Result<Self, CompileProblem> {
         let base = cfg.base_url.trim_end_matches('/');
         let parsed: Uri = base
             .parse()
@@ -82,15 +89,23 @@ impl OpenAiProvider {
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
-        let client = client::build(cfg).map_err(|err| ("ca_file".to_owned(), err))?;
+        let clients = (0..workers.max(1))
+            .map(|_| client::build(cfg))
+            .collect::<Result<Box<[_]>, _>>()
+            .map_err(|err| ("ca_file".to_owned(), err))?;
         Ok(Self {
             name: name.into(),
-            client,
+            clients,
             chat: uri("/chat/completions")?,
             completions: uri("/completions")?,
             embeddings: uri("/embeddings")?,
             headers,
         })
+    }
+
+    /// The client of the worker running this thread.
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::server::worker_index() % self.clients.len()]
     }
 
     pub fn uri(&self, surface: Surface) -> &Uri {

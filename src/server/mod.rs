@@ -1,6 +1,7 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2, drain on shutdown.
 
 mod listener;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::Config;
@@ -18,6 +18,9 @@ use crate::snapshot::{self, CompileError, Live};
 use crate::telemetry::metrics::Metrics;
 
 pub use listener::ConnectionLimits;
+pub use workers::{worker_count, worker_index};
+
+use workers::{Worker, bind_reuseport};
 
 /// The composed API service type (see `stack::api`).
 pub type ApiStack = crate::telemetry::access_log::AccessLog<
@@ -46,24 +49,23 @@ pub struct Shared {
     pub ready: AtomicBool,
 }
 
-/// A running gateway: its bound addresses and the handle that stops it.
+/// A running gateway: its bound addresses and the handle that stops it. Dropping it without
+/// `shutdown` still tells every worker to stop.
 pub struct Gateway {
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
-    api_task: JoinHandle<()>,
-    admin_task: JoinHandle<()>,
+    workers: Vec<Worker>,
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+fn bind_error(addr: SocketAddr) -> impl Fn(std::io::Error) -> StartError {
+    move |source| StartError::Bind { addr, source }
 }
 
 impl Gateway {
-    /// Compiles `config`, binds both listeners and starts serving.
+    /// Compiles `config`, binds the listeners and starts the worker threads. Returns once
+    /// every socket is bound; serving runs on the gateway's own threads, not the caller's.
     pub async fn start(config: &Config, text: &str) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let snapshot = snapshot::compile(config, text, &metrics)?;
@@ -75,58 +77,75 @@ impl Gateway {
             ready: AtomicBool::new(false),
         });
 
-        let api_listener = bind(config.server.listen).await?;
-        let admin_listener = bind(config.admin.listen).await?;
-        let api_addr = api_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.server.listen,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.admin.listen,
-                source,
-            })?;
+        let count = worker_count(config.server.workers);
+        let (api, admin) = (config.server.listen, config.admin.listen);
+        let api_sockets = bind_reuseport(api, count).map_err(bind_error(api))?;
+        let admin_sockets = bind_reuseport(admin, 1).map_err(bind_error(admin))?;
+        let local = |sockets: &[std::net::TcpListener], addr| {
+            sockets
+                .first()
+                .map_or(Ok(addr), |s| s.local_addr())
+                .map_err(bind_error(addr))
+        };
+        let api_addr = local(&api_sockets, api)?;
+        let admin_addr = local(&admin_sockets, admin)?;
 
         let limits = ConnectionLimits::from(&config.server);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let api_service = crate::stack::api(live, metrics);
-        let api_task = tokio::spawn(listener::serve(
-            api_listener,
-            api_service,
-            limits,
-            shutdown_rx.clone(),
-        ));
+        let mut workers = Vec::with_capacity(count + 1);
+        for (index, socket) in api_sockets.into_iter().enumerate() {
+            let service = crate::stack::api(live.clone(), metrics.clone());
+            let stop = shutdown_rx.clone();
+            let name = format!("tollgate-worker-{index}");
+            let worker = Worker::spawn(name, index, move || async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => listener::serve(listener, service, limits, stop).await,
+                    Err(err) => tracing::error!(error = %err, "worker cannot use its listener"),
+                }
+            });
+            workers.push(worker.map_err(bind_error(api_addr))?);
+        }
+        // The admin listener has a thread of its own, so health checks and scrapes answer
+        // even when every worker is saturated.
         let admin_service = tower::ServiceBuilder::new()
             .layer(RescueLayer)
             .service(admin::AdminService::new(shared.clone()));
-        let admin_task = tokio::spawn(listener::serve(
-            admin_listener,
-            admin_service,
-            limits,
-            shutdown_rx,
-        ));
+        for socket in admin_sockets {
+            let (stop, admin_service) = (shutdown_rx.clone(), admin_service.clone());
+            let worker = Worker::spawn("tollgate-admin".into(), 0, move || async move {
+                match TcpListener::from_std(socket) {
+                    Ok(listener) => listener::serve(listener, admin_service, limits, stop).await,
+                    Err(err) => tracing::error!(error = %err, "admin cannot use its listener"),
+                }
+            });
+            workers.push(worker.map_err(bind_error(admin_addr))?);
+        }
         shared.ready.store(true, Ordering::Release);
-        tracing::info!(%api_addr, %admin_addr, config_version = %shared.live.load().version, "tollgate listening");
+        let version = shared.live.load().version.clone();
+        tracing::info!(%api_addr, %admin_addr, workers = count, config_version = %version, "tollgate listening");
         Ok(Gateway {
             api_addr,
             admin_addr,
             shared,
             shutdown,
-            api_task,
-            admin_task,
+            workers,
         })
     }
 
     /// Stops accepting, lets in-flight requests and streams finish within the configured
-    /// grace period, cuts what is left, and returns when every connection task has ended.
-    pub async fn shutdown(self) {
+    /// grace period, cuts what is left, and returns when every worker has ended.
+    pub async fn shutdown(mut self) {
         self.shared.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
-        let _ = self.api_task.await;
-        let _ = self.admin_task.await;
+        for worker in std::mem::take(&mut self.workers) {
+            worker.finished().await;
+        }
         tracing::info!("tollgate stopped");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
     }
 }

@@ -90,11 +90,12 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
         ));
     }
 
+    let workers = crate::server::worker_count(config.server.workers);
     let mut providers: HashMap<&str, Provider> = HashMap::new();
     for (name, provider) in &config.providers {
         let compiled = match provider {
             ProviderConfig::Openai(cfg) => Provider::Openai(Arc::new(
-                OpenAiProvider::compile(name, cfg)
+                OpenAiProvider::compile(name, cfg, workers)
                     .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?,
             )),
             ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(cfg))),

@@ -81,7 +81,7 @@ pub async fn forward(
         }),
     );
 
-    let response = match tokio::time::timeout_at(first, provider.client.request(request)).await {
+    let response = match tokio::time::timeout_at(first, provider.client().request(request)).await {
         Err(_) => {
             return Err(GatewayError::new(
                 ErrorKind::UpstreamTimeout,
