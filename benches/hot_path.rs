@@ -93,5 +93,101 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sse, decode);
+/// The whole tee over a replayed stream: split, parse every event, strip the usage chunk.
+fn tee(c: &mut Criterion) {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::time::Instant;
+    use tollgate::body::GatewayBody;
+    use tollgate::upstream::source::Source;
+    use tollgate::upstream::stats::ExchangeStats;
+    use tollgate::upstream::tee::{StreamTimeouts, Tee};
+
+    let stream = Bytes::from(chat_stream());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("tee");
+    group.throughput(Throughput::Bytes(stream.len() as u64));
+    for chunk_size in [256usize, 4096] {
+        let chunks: VecDeque<Result<Bytes, String>> = (0..stream.len())
+            .step_by(chunk_size)
+            .map(|at| Ok(stream.slice(at..(at + chunk_size).min(stream.len()))))
+            .collect();
+        group.bench_function(format!("strip_usage/chunks_of_{chunk_size}"), |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let now = Instant::now();
+                    let timeouts = StreamTimeouts {
+                        first_event: now + Duration::from_secs(60),
+                        idle: Duration::from_secs(60),
+                        total: now + Duration::from_secs(60),
+                    };
+                    let source = Source::Replay {
+                        chunks: chunks.clone(),
+                        ends: true,
+                    };
+                    let mut body = GatewayBody::stream(
+                        Tee::new(source, true, timeouts, now),
+                        ExchangeStats::default(),
+                    );
+                    let mut bytes = 0;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        bytes += frame.into_data().map_or(0, |d| d.len());
+                    }
+                    assert_eq!(body.stats().events, 64);
+                    bytes
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Per-request lookups: the caller's key to its tenant, and the alias to its route.
+fn lookups(c: &mut Criterion) {
+    use tollgate::config::Config;
+    use tollgate::telemetry::metrics::Metrics;
+
+    let mut yaml = String::from("providers:\n  d:\n    type: demo\nroutes:\n");
+    for i in 0..50 {
+        yaml.push_str(&format!("  model-{i}:\n    provider: d\n"));
+    }
+    yaml.push_str("tenants:\n");
+    for i in 0..1000 {
+        let hash = tollgate::auth::hash_key(&format!("sk-tenant-{i}"));
+        yaml.push_str(&format!(
+            "  - name: t{i}\n    key_hashes: [\"{hash}\"]\n    models: [\"*\"]\n"
+        ));
+    }
+    let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = tollgate::snapshot::compile(&config, &yaml, &Metrics::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let keys = snapshot
+        .keys
+        .as_ref()
+        .unwrap_or_else(|| panic!("auth is on"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer sk-tenant-777"),
+    );
+
+    let mut group = c.benchmark_group("lookup");
+    group.bench_function("key_to_tenant_among_1000", |b| {
+        b.iter(|| tollgate::auth::authenticate(keys, black_box(&headers)).map(|t| t.name.len()))
+    });
+    group.bench_function("alias_to_route_and_permission_among_50", |b| {
+        b.iter(|| {
+            let route = &snapshot.routes[black_box("model-37")];
+            snapshot.anonymous.may_use(route.index)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sse, decode, tee, lookups);
 criterion_main!(benches);

@@ -15,10 +15,10 @@ pub enum Source {
     Demo(DemoStream),
     /// Finished or abandoned; holds nothing, so the upstream connection is already released.
     Closed,
-    /// Chunks given by a test, to drive the tee through every way a stream can be cut; with
-    /// `ends: false` the source stalls once they are used up.
-    #[cfg(test)]
-    Scripted {
+    /// Chunks already in memory, replayed in order: what tests and benches feed the tee to
+    /// cut a stream every possible way. With `ends: false` the source stalls once they are
+    /// used up, like an upstream that went quiet.
+    Replay {
         chunks: std::collections::VecDeque<Result<Bytes, String>>,
         ends: bool,
     },
@@ -48,8 +48,7 @@ impl Source {
             },
             Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),
             Source::Closed => Poll::Ready(None),
-            #[cfg(test)]
-            Source::Scripted { chunks, ends } => match chunks.pop_front() {
+            Source::Replay { chunks, ends } => match chunks.pop_front() {
                 None if !*ends => Poll::Pending,
                 next => Poll::Ready(next),
             },

@@ -339,7 +339,7 @@ mod tests {
             idle: Duration::from_secs(5),
             total: now + Duration::from_secs(10),
         };
-        let source = Source::Scripted {
+        let source = Source::Replay {
             chunks: VecDeque::from(chunks),
             ends: true,
         };
@@ -435,7 +435,7 @@ mod tests {
         };
         // One event, then silence: paused time advances straight to the idle deadline.
         let first = Ok(Bytes::from_static(CONTENT_EVENT));
-        let source = Source::Scripted {
+        let source = Source::Replay {
             chunks: VecDeque::from([first]),
             ends: false,
         };
