@@ -197,21 +197,43 @@ fn timestamp(buf: &mut Vec<u8>, since_epoch: Duration) {
     );
 }
 
-/// Appends `text` as the inside of a JSON string.
+/// Appends `text` as the inside of a JSON string, copying runs that need no escape at once.
 fn json_escape(buf: &mut Vec<u8>, text: &str) {
-    for byte in text.bytes() {
-        match byte {
-            b'"' => buf.extend_from_slice(b"\\\""),
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                let _ = write!(buf, "\\u{byte:04x}");
-            }
-            _ => buf.push(byte),
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[run..i]);
+        if escape.is_empty() {
+            let _ = write!(buf, "\\u{byte:04x}");
+        } else {
+            buf.extend_from_slice(escape);
         }
+        run = i + 1;
     }
+    buf.extend_from_slice(&bytes[run..]);
+}
+
+/// Appends `value` with three decimals, as fixed point: float formatting is slow and access
+/// lines carry several of these (milliseconds to the microsecond).
+fn three_decimals(buf: &mut Vec<u8>, value: f64) {
+    let thousandths = (value * 1000.0).round();
+    if !thousandths.is_finite() || thousandths.abs() >= 1e15 {
+        let _ = write!(buf, "{value:.3}");
+        return;
+    }
+    let thousandths = thousandths as i64;
+    let sign = if thousandths < 0 { "-" } else { "" };
+    let abs = thousandths.unsigned_abs();
+    let _ = write!(buf, "{sign}{}.{:03}", abs / 1000, abs % 1000);
 }
 
 /// A `fmt::Write` that JSON-escapes what it is given, for `%display` fields.
@@ -254,7 +276,7 @@ impl Visit for JsonFields<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
         if value.is_finite() {
-            let _ = write!(self.buf, "{value:.3}");
+            three_decimals(self.buf, value);
         } else {
             self.buf.extend_from_slice(b"null");
         }
@@ -287,7 +309,8 @@ impl Visit for PrettyFields<'_> {
         }
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let _ = write!(self.buf, " {}={value:.3}", field.name());
+        let _ = write!(self.buf, " {}=", field.name());
+        three_decimals(self.buf, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let _ = write!(self.buf, " {}={value:?}", field.name());
@@ -306,6 +329,21 @@ mod tests {
         let mut buf = Vec::new();
         timestamp(&mut buf, Duration::from_secs(951_782_400)); // a leap day
         assert_eq!(String::from_utf8(buf).unwrap(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn three_decimals_rounds_like_float_formatting() {
+        for value in [
+            0.0, 0.0004, 0.0005, 1.23456, 12.5, 999.9996, -0.25, 123456.789,
+        ] {
+            let mut buf = Vec::new();
+            three_decimals(&mut buf, value);
+            let ours: f64 = String::from_utf8(buf).unwrap().parse().unwrap();
+            assert!((ours - value).abs() <= 0.0005 + 1e-12, "{value} -> {ours}");
+        }
+        let mut buf = Vec::new();
+        three_decimals(&mut buf, 1.5);
+        assert_eq!(buf, b"1.500");
     }
 
     #[test]
