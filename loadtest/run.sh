@@ -81,7 +81,7 @@ worker_rlimit_nofile 20000;
 daemon off;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
-events { worker_connections 30000; }
+events { worker_connections 19000; }
 http {
   access_log $work/nginx/logs/access.log;
   proxy_http_version 1.1;
