@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use http::Method;
+use http::{Method, Uri};
 use tokio::time::Instant;
 
 use crate::auth::Tenant;
@@ -34,19 +34,20 @@ pub struct Exchange {
     pub id: RequestId,
     pub arrived: Instant,
     pub method: Method,
-    pub path: Box<str>,
+    /// The request URI; cloning it shares hyper's buffer instead of copying the path.
+    pub uri: Uri,
     pub snapshot: OnceLock<Arc<Snapshot>>,
     pub tenant: OnceLock<Arc<Tenant>>,
     pub route: OnceLock<Arc<Route>>,
 }
 
 impl Exchange {
-    pub fn new(method: Method, path: &str) -> Self {
+    pub fn new(method: Method, uri: Uri) -> Self {
         Self {
             id: RequestId::random(),
             arrived: Instant::now(),
             method,
-            path: path.into(),
+            uri,
             snapshot: OnceLock::new(),
             tenant: OnceLock::new(),
             route: OnceLock::new(),

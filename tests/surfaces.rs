@@ -103,6 +103,21 @@ async fn provider_rewrites_model_and_adds_key_and_static_headers() {
     );
     assert_eq!(seen.headers["authorization"], "Bearer sk-upstream-secret");
     assert_eq!(seen.headers["x-team"], "search");
+    // Embeddings never stream: a stray `stream: true` neither skips the rewrite nor gets
+    // `stream_options` added.
+    let (status, _, body) = call(
+        gw.api_addr,
+        post(
+            "/v1/embeddings",
+            r#"{"model":"llama","input":"x","stream":true}"#,
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = json(std::str::from_utf8(&mock.stats().last_request().unwrap().body).unwrap());
+    assert_eq!(seen["model"], "tgi");
+    assert!(seen.get("stream_options").is_none(), "{seen}");
     // The gateway's own client key never travels upstream.
     let (_, _, _) = call(
         gw.api_addr,

@@ -187,17 +187,20 @@ impl<'a> RequestFields<'a> {
     }
 
     /// The body to send upstream. `upstream_model` is the JSON string literal to put in
-    /// place of `model`, or `None` to keep the client's. Copies only when something changes.
+    /// place of `model`, or `None` to keep the client's; `ask_for_usage` sets
+    /// `stream_options.include_usage` when the client did not. Copies only when something
+    /// changes.
     pub fn upstream_body(
         &self,
         body: &Bytes,
         upstream_model: Option<&[u8]>,
+        ask_for_usage: bool,
     ) -> Result<Bytes, GatewayError> {
         let mut edits: [Option<Edit<'_>>; 2] = [None, None];
         if let Some(model) = upstream_model {
             edits[0] = Some((self.model_span.clone(), Cow::Borrowed(model)));
         }
-        if self.stream && !self.include_usage {
+        if ask_for_usage && !self.include_usage {
             edits[1] = Some(match &self.stream_options {
                 Some((raw, span)) => (span.clone(), Cow::Owned(with_include_usage(raw)?)),
                 None => (
@@ -252,7 +255,9 @@ mod tests {
         let bytes = Bytes::from(body.to_owned());
         let fields = RequestFields::parse(&bytes).unwrap();
         let model = model.map(|m| serde_json::to_vec(m).unwrap());
-        let out = fields.upstream_body(&bytes, model.as_deref()).unwrap();
+        let out = fields
+            .upstream_body(&bytes, model.as_deref(), fields.stream)
+            .unwrap();
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -268,7 +273,7 @@ mod tests {
     fn unchanged_body_is_shared_not_copied() {
         let bytes = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
         let fields = RequestFields::parse(&bytes).unwrap();
-        let out = fields.upstream_body(&bytes, None).unwrap();
+        let out = fields.upstream_body(&bytes, None, fields.stream).unwrap();
         assert_eq!(out.as_ptr(), bytes.as_ptr());
     }
 
@@ -390,7 +395,7 @@ mod tests {
             let bytes = Bytes::from(body);
             if let Ok(fields) = RequestFields::parse(&bytes) {
                 let out = fields
-                    .upstream_body(&bytes, Some(b"\"x\""))
+                    .upstream_body(&bytes, Some(b"\"x\""), fields.stream)
                     .unwrap_or_default();
                 if fields.stream && !out.is_empty() {
                     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
 use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
@@ -141,11 +140,7 @@ async fn generate(
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
     let strip_usage = stream && !fields.include_usage;
-    let upstream_body = if stream == fields.stream {
-        fields.upstream_body(&body, route.upstream_model.as_deref())?
-    } else {
-        body.clone()
-    };
+    let upstream_body = fields.upstream_body(&body, route.upstream_model.as_deref(), stream)?;
     drop(fields);
     let out = Outbound {
         surface,
@@ -183,13 +178,7 @@ async fn demo_answer(
     };
     let plan = DemoPlan::new(provider, kind, &out.body)?;
     if out.stream {
-        let now = Instant::now();
-        let total = now + route.timeouts.total.0;
-        let timeouts = StreamTimeouts {
-            first_event: (now + route.timeouts.first_token.0).min(total),
-            idle: route.timeouts.idle.0,
-            total,
-        };
+        let timeouts = StreamTimeouts::from_now(&route.timeouts);
         let source = Source::Demo(DemoStream::new(plan, provider));
         let tee = Tee::new(source, out.strip_usage, timeouts, out.arrived);
         let mut response = Response::new(GatewayBody::stream(tee, stats));

@@ -53,10 +53,7 @@ pub async fn forward(
     limits: &Limits,
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let timeouts = route.timeouts;
-    let sent = Instant::now();
-    let total = sent + timeouts.total.0;
-    let first = (sent + timeouts.first_token.0).min(total);
+    let deadlines = StreamTimeouts::from_now(&route.timeouts);
 
     let mut request = Request::post(provider.uri(out.surface).clone())
         .body(Full::new(out.body))
@@ -81,31 +78,34 @@ pub async fn forward(
         }),
     );
 
-    let response = match tokio::time::timeout_at(first, provider.client().request(request)).await {
-        Err(_) => {
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamTimeout,
-                "upstream did not answer in time",
-            ));
-        }
-        Ok(Err(err)) if err.is_connect() => {
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamConnect,
-                format!("cannot connect to provider `{}`", provider.name),
-            ));
-        }
-        Ok(Err(err)) => {
-            return Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                format!(
-                    "provider `{}` failed before answering: {}",
-                    provider.name,
-                    source_chain(&err)
-                ),
-            ));
-        }
-        Ok(Ok(response)) => response,
-    };
+    let response =
+        match tokio::time::timeout_at(deadlines.first_event, provider.client().request(request))
+            .await
+        {
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "upstream did not answer in time",
+                ));
+            }
+            Ok(Err(err)) if err.is_connect() => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamConnect,
+                    format!("cannot connect to provider `{}`", provider.name),
+                ));
+            }
+            Ok(Err(err)) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamProtocol,
+                    format!(
+                        "provider `{}` failed before answering: {}",
+                        provider.name,
+                        source_chain(&err)
+                    ),
+                ));
+            }
+            Ok(Ok(response)) => response,
+        };
     let (mut parts, incoming) = response.into_parts();
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
@@ -117,7 +117,15 @@ pub async fn forward(
     };
 
     if !parts.status.is_success() {
-        return upstream_error(parts.status, parts.headers, incoming, limits, total, stats).await;
+        return upstream_error(
+            parts.status,
+            parts.headers,
+            incoming,
+            limits,
+            deadlines.total,
+            stats,
+        )
+        .await;
     }
     if out.stream {
         let is_sse = parts
@@ -131,15 +139,10 @@ pub async fn forward(
                 "upstream answered a streaming request without text/event-stream",
             ));
         }
-        let timeouts = StreamTimeouts {
-            first_event: first,
-            idle: timeouts.idle.0,
-            total,
-        };
         let tee = Tee::new(
             Source::Http(incoming),
             out.strip_usage,
-            timeouts,
+            deadlines,
             out.arrived,
         );
         let mut response = Response::from_parts(parts, GatewayBody::stream(tee, stats));
@@ -147,7 +150,7 @@ pub async fn forward(
         return Ok(response);
     }
 
-    let body = read_body(incoming, limits, total).await?;
+    let body = read_body(incoming, limits, deadlines.total).await?;
     let view = AnswerView::parse(&body).map_err(|_| {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Sleep};
 
+use crate::config::TimeoutsConfig;
 use crate::error::{ErrorKind, GatewayError, stream_error_event};
 use crate::upstream::openai_view::AnswerView;
 use crate::upstream::source::Source;
@@ -69,6 +70,19 @@ enum Verdict {
     Last,
     /// Replace the rest of the stream with this error.
     Fail(GatewayError),
+}
+
+impl StreamTimeouts {
+    /// The deadlines of an exchange that starts now, from a route's timeouts.
+    pub fn from_now(config: &TimeoutsConfig) -> Self {
+        let now = Instant::now();
+        let total = now + config.total.0;
+        Self {
+            first_event: (now + config.first_token.0).min(total),
+            idle: config.idle.0,
+            total,
+        }
+    }
 }
 
 impl Tee {
