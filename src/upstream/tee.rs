@@ -24,6 +24,15 @@ use crate::upstream::stats::ExchangeStats;
 /// can be reused, before giving up on it.
 const DRAIN_AFTER_DONE: Duration = Duration::from_secs(1);
 
+/// Largest single event the tee will hold while waiting for its end. An upstream that sends
+/// more without a blank line is broken or hostile; the stream ends with an error instead of
+/// the gateway's memory growing without bound.
+pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Upstream chunks read in one poll before yielding to other tasks, so an upstream that
+/// floods data the client never sees (stripped chunks, partial events) cannot hog a worker.
+const CHUNKS_PER_POLL: usize = 32;
+
 /// Deadlines for one streamed answer.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamTimeouts {
@@ -115,7 +124,7 @@ impl Tee {
         stats: &mut ExchangeStats,
     ) -> Poll<Option<Bytes>> {
         let mut this = self.project();
-        loop {
+        for _ in 0..CHUNKS_PER_POLL {
             if *this.phase == Phase::Finished {
                 return Poll::Ready(None);
             }
@@ -154,7 +163,9 @@ impl Tee {
                 }
             };
             if *this.phase == Phase::Draining {
-                continue; // bytes after [DONE] are not part of the answer
+                // Bytes after [DONE] are no part of the answer; an upstream that keeps
+                // talking is let go rather than read on.
+                return Poll::Ready(finish(this.phase, this.source, None));
             }
 
             this.ends.clear();
@@ -162,6 +173,9 @@ impl Tee {
             this.splitter.feed(&chunk, |end| ends.push(end));
             let Some(&last_end) = this.ends.last() else {
                 this.carry.extend_from_slice(&chunk);
+                if this.carry.len() > MAX_EVENT_BYTES {
+                    return Poll::Ready(fail(this.phase, this.source, stats, oversized_event()));
+                }
                 continue;
             };
 
@@ -221,6 +235,12 @@ impl Tee {
             match stop {
                 None => {
                     this.carry.extend_from_slice(&chunk[last_end..]);
+                    if this.carry.len() > MAX_EVENT_BYTES {
+                        let tail = fail(this.phase, this.source, stats, oversized_event());
+                        let mut joined = BytesMut::from(&forwarded[..]);
+                        joined.extend_from_slice(&tail.unwrap_or_default());
+                        return Poll::Ready(Some(joined.freeze()));
+                    }
                     if *this.phase == Phase::First && stats.events > 0 {
                         *this.phase = Phase::Streaming;
                     }
@@ -247,7 +267,16 @@ impl Tee {
                 return Poll::Ready(Some(forwarded));
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
+}
+
+fn oversized_event() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamProtocol,
+        format!("upstream sent an event larger than {MAX_EVENT_BYTES} bytes"),
+    )
 }
 
 fn leading_line_breaks(event: &[u8]) -> usize {
@@ -437,6 +466,34 @@ mod tests {
                 "a malformed event is not forwarded"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_that_never_ends_is_cut_at_the_bound() {
+        let big = Bytes::from(vec![b'x'; 1024 * 1024]);
+        let mut chunks = vec![Ok(Bytes::from_static(b"data: {\"choices\":[]}\n\ndata: "))];
+        chunks.extend((0..=MAX_EVENT_BYTES / big.len()).map(|_| Ok(big.clone())));
+        let (out, stats) = run(chunks, false).await;
+        assert_eq!(stats.error, Some(ErrorKind::UpstreamProtocol));
+        assert!(out.starts_with("data: {\"choices\":[]}\n\n"));
+        assert!(
+            out.ends_with("\n\n") && out.contains("larger than"),
+            "{}",
+            &out[..200]
+        );
+        assert!(out.len() < 4096, "the partial event is never forwarded");
+    }
+
+    #[tokio::test]
+    async fn data_after_done_ends_the_stream() {
+        let chunks = vec![
+            Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+            Ok(Bytes::from_static(b"data: {\"late\":true}\n\n")),
+            Ok(Bytes::from_static(b"data: {\"later\":true}\n\n")),
+        ];
+        let (out, stats) = run(chunks, true).await;
+        assert_eq!(out, "data: [DONE]\n\n");
+        assert_eq!(stats.error, None);
     }
 
     #[tokio::test(start_paused = true)]
