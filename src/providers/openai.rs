@@ -4,16 +4,17 @@ use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-use crate::config::OpenAiProviderConfig;
+use bytes::Bytes;
+
+use crate::config::{OpenAiProviderConfig, UpstreamHttp};
 use crate::upstream::Surface;
 use crate::upstream::client::{self, HttpClient};
+use crate::upstream::h1::{self, H1Client};
 
 /// A compiled OpenAI-compatible provider: URIs, credentials and headers prepared once.
 pub struct OpenAiProvider {
     pub name: Box<str>,
-    /// One client (and so one connection pool) per worker: a pooled connection is driven by a
-    /// task on the worker that opened it, and reusing it from another would wake that worker.
-    clients: Box<[HttpClient]>,
+    pub transport: Transport,
     chat: Uri,
     completions: Uri,
     embeddings: Uri,
@@ -28,6 +29,27 @@ impl fmt::Debug for OpenAiProvider {
             .field("name", &self.name)
             .field("chat", &self.chat)
             .finish_non_exhaustive()
+    }
+}
+
+/// How requests reach the provider.
+pub enum Transport {
+    /// Plain `http://` over HTTP/1.1: the lean client, with each surface's request prefix
+    /// (request line, host, content type, static headers) built once.
+    Lean {
+        client: H1Client,
+        prefixes: [Bytes; 3],
+    },
+    /// TLS (HTTP/2 by ALPN) or h2c: hyper's client. One per worker: a pooled connection is
+    /// driven by a task on the worker that opened it, and reusing it from another would
+    /// wake that worker.
+    Hyper(Box<[HttpClient]>),
+}
+
+impl Transport {
+    /// The hyper client of the worker running this thread.
+    pub fn hyper_client(clients: &[HttpClient]) -> Option<&HttpClient> {
+        clients.get(crate::server::worker_index() % clients.len().max(1))
     }
 }
 
@@ -89,23 +111,53 @@ impl OpenAiProvider {
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
-        let clients = (0..workers.max(1))
-            .map(|_| client::build(cfg))
-            .collect::<Result<Box<[_]>, _>>()
-            .map_err(|err| ("ca_file".to_owned(), err))?;
+        let (chat, completions, embeddings) = (
+            uri("/chat/completions")?,
+            uri("/completions")?,
+            uri("/embeddings")?,
+        );
+        let lean = parsed.scheme_str() == Some("http") && cfg.http != UpstreamHttp::Http2;
+        let transport = match (lean, parsed.authority()) {
+            (true, Some(authority)) => {
+                let prefix = |uri: &Uri| {
+                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                    h1::request_prefix(path, authority.as_str(), &headers)
+                };
+                Transport::Lean {
+                    client: H1Client::new(
+                        authority.host(),
+                        authority.port_u16().unwrap_or(80),
+                        cfg.connect_timeout.0,
+                        cfg.pool_max_idle_per_host,
+                        workers,
+                    ),
+                    prefixes: [prefix(&chat), prefix(&completions), prefix(&embeddings)],
+                }
+            }
+            _ => Transport::Hyper(
+                (0..workers.max(1))
+                    .map(|_| client::build(cfg))
+                    .collect::<Result<Box<[_]>, _>>()
+                    .map_err(|err| ("ca_file".to_owned(), err))?,
+            ),
+        };
         Ok(Self {
             name: name.into(),
-            clients,
-            chat: uri("/chat/completions")?,
-            completions: uri("/completions")?,
-            embeddings: uri("/embeddings")?,
+            transport,
+            chat,
+            completions,
+            embeddings,
             headers,
         })
     }
 
-    /// The client of the worker running this thread.
-    pub fn client(&self) -> &HttpClient {
-        &self.clients[crate::server::worker_index() % self.clients.len()]
+    /// Index of `surface` in per-surface tables.
+    pub fn surface_index(surface: Surface) -> usize {
+        match surface {
+            Surface::Chat => 0,
+            Surface::Completions => 1,
+            Surface::Embeddings => 2,
+        }
     }
 
     pub fn uri(&self, surface: Surface) -> &Uri {

@@ -1,16 +1,19 @@
 //! One upstream attempt against an OpenAI-compatible provider: send, then stream or read back.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::OpenAiProvider;
+use crate::providers::openai::Transport;
 use crate::snapshot::{Limits, Route};
+use crate::upstream::client::HttpClient;
+use crate::upstream::h1::{self, SendError};
 use crate::upstream::openai_view::AnswerView;
 use crate::upstream::source::Source;
 use crate::upstream::stats::ExchangeStats;
@@ -54,82 +57,54 @@ pub async fn forward(
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let deadlines = StreamTimeouts::from_now(&route.timeouts);
-
-    let mut request = Request::post(provider.uri(out.surface).clone())
-        .body(Full::new(out.body))
-        .map_err(|err| {
-            GatewayError::new(
-                ErrorKind::Internal,
-                format!("cannot build upstream request: {err}"),
-            )
-        })?;
-    let headers = request.headers_mut();
-    headers.clone_from(&provider.headers);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        header::ACCEPT,
-        HeaderValue::from_static(if out.stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }),
-    );
-
-    let response =
-        match tokio::time::timeout_at(deadlines.first_event, provider.client().request(request))
-            .await
-        {
+    let accept = if out.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let sending = async {
+        match &provider.transport {
+            Transport::Lean { client, prefixes } => {
+                let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
+                let request = h1::encode_request(prefix, accept, &out.body);
+                let (head, body) = client
+                    .send(&request)
+                    .await
+                    .map_err(|err| lean_error(provider, err))?;
+                Ok((head.status, head.headers, Source::H1(body)))
+            }
+            Transport::Hyper(clients) => {
+                let uri = provider.uri(out.surface).clone();
+                let (status, headers, incoming) =
+                    send_hyper(provider, clients, uri, accept, out.body.clone()).await?;
+                Ok((status, headers, Source::Http(incoming)))
+            }
+        }
+    };
+    let (status, mut headers, source) =
+        match tokio::time::timeout_at(deadlines.first_event, sending).await {
             Err(_) => {
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream did not answer in time",
                 ));
             }
-            Ok(Err(err)) if err.is_connect() => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamConnect,
-                    format!("cannot connect to provider `{}`", provider.name),
-                ));
-            }
-            Ok(Err(err)) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamProtocol,
-                    format!(
-                        "provider `{}` failed before answering: {}",
-                        provider.name,
-                        source_chain(&err)
-                    ),
-                ));
-            }
-            Ok(Ok(response)) => response,
+            Ok(result) => result?,
         };
-    let (mut parts, incoming) = response.into_parts();
     for name in HOP_BY_HOP {
-        parts.headers.remove(name);
+        headers.remove(name);
     }
     let mut stats = ExchangeStats {
         stream: out.stream,
-        upstream_status: Some(parts.status.as_u16()),
+        upstream_status: Some(status.as_u16()),
         ..ExchangeStats::default()
     };
 
-    if !parts.status.is_success() {
-        return upstream_error(
-            parts.status,
-            parts.headers,
-            incoming,
-            limits,
-            deadlines.total,
-            stats,
-        )
-        .await;
+    if !status.is_success() {
+        return upstream_error(status, headers, source, limits, deadlines.total, stats).await;
     }
     if out.stream {
-        let is_sse = parts
-            .headers
+        let is_sse = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
@@ -139,18 +114,14 @@ pub async fn forward(
                 "upstream answered a streaming request without text/event-stream",
             ));
         }
-        let tee = Tee::new(
-            Source::Http(incoming),
-            out.strip_usage,
-            deadlines,
-            out.arrived,
-        );
-        let mut response = Response::from_parts(parts, GatewayBody::stream(tee, stats));
+        let tee = Tee::new(source, out.strip_usage, deadlines, out.arrived);
+        let mut response = Response::new(GatewayBody::stream(tee, stats));
+        *response.headers_mut() = headers;
         set_stream_headers(response.headers_mut());
         return Ok(response);
     }
 
-    let body = read_body(incoming, limits, deadlines.total).await?;
+    let body = read_body(source, limits, deadlines.total).await?;
     let view = AnswerView::parse(&body).map_err(|_| {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,
@@ -160,7 +131,73 @@ pub async fn forward(
     stats.usage = view.usage;
     stats.finish_reason = view.choices.finish_reason;
     stats.ttft = Some(out.arrived.elapsed());
-    Ok(Response::from_parts(parts, GatewayBody::full(body, stats)))
+    let mut response = Response::new(GatewayBody::full(body, stats));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+fn lean_error(provider: &OpenAiProvider, err: SendError) -> GatewayError {
+    match err {
+        SendError::Connect(_) => GatewayError::new(
+            ErrorKind::UpstreamConnect,
+            format!("cannot connect to provider `{}`", provider.name),
+        ),
+        SendError::Io(why) => GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!(
+                "provider `{}` failed before answering: {why}",
+                provider.name
+            ),
+        ),
+        SendError::Protocol(why) => GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!("provider `{}` answered badly: {why}", provider.name),
+        ),
+    }
+}
+
+/// Sends through hyper's client (TLS and HTTP/2 upstreams).
+async fn send_hyper(
+    provider: &OpenAiProvider,
+    clients: &[HttpClient],
+    uri: http::Uri,
+    accept: &'static str,
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, Incoming), GatewayError> {
+    let client = Transport::hyper_client(clients)
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "provider has no client"))?;
+    let mut request = Request::post(uri).body(Full::new(body)).map_err(|err| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            format!("cannot build upstream request: {err}"),
+        )
+    })?;
+    let headers = request.headers_mut();
+    headers.clone_from(&provider.headers);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    match client.request(request).await {
+        Ok(response) => {
+            let (parts, incoming) = response.into_parts();
+            Ok((parts.status, parts.headers, incoming))
+        }
+        Err(err) if err.is_connect() => Err(GatewayError::new(
+            ErrorKind::UpstreamConnect,
+            format!("cannot connect to provider `{}`", provider.name),
+        )),
+        Err(err) => Err(GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!(
+                "provider `{}` failed before answering: {}",
+                provider.name,
+                source_chain(&err)
+            ),
+        )),
+    }
 }
 
 /// Headers every streamed answer carries, so no proxy in between buffers it.
@@ -175,28 +212,51 @@ pub fn set_stream_headers(headers: &mut HeaderMap) {
 
 /// Reads a whole upstream body within the response-size limit and the total deadline.
 async fn read_body(
-    incoming: Incoming,
+    mut source: Source,
     limits: &Limits,
     total: Instant,
 ) -> Result<Bytes, GatewayError> {
-    let limited = Limited::new(incoming, limits.max_response_bytes);
-    match tokio::time::timeout_at(total, limited.collect()).await {
+    let collect = async {
+        let mut first: Option<Bytes> = None;
+        let mut more: Option<BytesMut> = None;
+        let mut len = 0usize;
+        while let Some(chunk) = std::future::poll_fn(|cx| source.poll_chunk(cx)).await {
+            let chunk = chunk.map_err(|why| {
+                GatewayError::new(
+                    ErrorKind::UpstreamStreamInterrupted,
+                    format!("upstream body failed: {why}"),
+                )
+            })?;
+            len += chunk.len();
+            if len > limits.max_response_bytes {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamResponseTooLarge,
+                    format!(
+                        "upstream response is larger than {} bytes",
+                        limits.max_response_bytes
+                    ),
+                ));
+            }
+            // A body in one chunk (the common case) is passed on without a copy.
+            match (&mut first, &mut more) {
+                (None, _) => first = Some(chunk),
+                (Some(head), None) => {
+                    let mut joined = BytesMut::with_capacity(len.max(head.len() * 2));
+                    joined.extend_from_slice(head);
+                    joined.extend_from_slice(&chunk);
+                    more = Some(joined);
+                }
+                (Some(_), Some(joined)) => joined.extend_from_slice(&chunk),
+            }
+        }
+        Ok(more.map(BytesMut::freeze).or(first).unwrap_or_default())
+    };
+    match tokio::time::timeout_at(total, collect).await {
         Err(_) => Err(GatewayError::new(
             ErrorKind::UpstreamTimeout,
             "upstream body did not finish in time",
         )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => Err(GatewayError::new(
-            ErrorKind::UpstreamResponseTooLarge,
-            format!(
-                "upstream response is larger than {} bytes",
-                limits.max_response_bytes
-            ),
-        )),
-        Ok(Err(err)) => Err(GatewayError::new(
-            ErrorKind::UpstreamStreamInterrupted,
-            format!("upstream body failed: {err}"),
-        )),
+        Ok(result) => result,
     }
 }
 
@@ -205,12 +265,12 @@ async fn read_body(
 async fn upstream_error(
     status: StatusCode,
     mut headers: HeaderMap,
-    incoming: Incoming,
+    source: Source,
     limits: &Limits,
     total: Instant,
     mut stats: ExchangeStats,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let body = read_body(incoming, limits, total).await?;
+    let body = read_body(source, limits, total).await?;
     let is_openai_error = AnswerView::parse(&body).is_ok_and(|view| view.error.is_some());
     if !is_openai_error {
         let mut err = GatewayError::new(

@@ -2,6 +2,7 @@
 
 pub mod client;
 mod forward;
+pub mod h1;
 pub mod openai_view;
 pub mod source;
 pub mod sse;

@@ -12,6 +12,8 @@ use crate::providers::demo::DemoStream;
 /// closed and this keeps one allocation off every stream.
 pub enum Source {
     Http(Incoming),
+    /// The lean HTTP/1.1 client's body, read straight from the upstream connection.
+    H1(crate::upstream::h1::H1Body),
     Demo(DemoStream),
     /// Finished or abandoned; holds nothing, so the upstream connection is already released.
     Closed,
@@ -46,6 +48,7 @@ impl Source {
                     return Poll::Ready(Some(Ok(data)));
                 }
             },
+            Source::H1(body) => body.poll_chunk(cx),
             Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),
             Source::Closed => Poll::Ready(None),
             Source::Replay { chunks, ends } => match chunks.pop_front() {
