@@ -194,3 +194,65 @@ async fn bad_ca_file_fails_compile_naming_the_key() {
     assert!(err.contains("providers.mock.ca_file"), "{err}");
     std::fs::remove_file(path).unwrap();
 }
+
+/// An upstream that answers each connection once, with keep-alive framing, then closes it:
+/// what a server with a short keep-alive timeout does to a pooled connection.
+async fn answer_once_then_close() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>, JoinSet<()>)
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the request's body (announced by content-length) is in.
+            loop {
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_string();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if seen.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let body = r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+            // Dropping the stream closes the connection the gateway has just pooled.
+        }
+    });
+    (addr, accepted, tasks)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
+    let (addr, accepted, _server) = answer_once_then_close().await;
+    let gw = gateway(&gateway_yaml(&format!("http://{addr}/v1"), "")).await;
+    for round in 1..=3 {
+        let (status, _, body) = chat(&gw, CHAT).await;
+        assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+        assert_eq!(json(&body)["usage"]["total_tokens"], 2);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one new connection per request"
+    );
+}
