@@ -279,3 +279,23 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_port_is_refused() {
+    let first = gateway(&config("http://127.0.0.1:1/v1", OPEN_ROUTES)).await;
+    let yaml = config("http://127.0.0.1:1/v1", OPEN_ROUTES).replacen(
+        "listen: 127.0.0.1:0",
+        &format!("listen: {}", first.api_addr),
+        1,
+    );
+    let config = tollgate::config::Config::from_yaml(&yaml).unwrap();
+    let err = tollgate::server::Gateway::start(&config, &yaml)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cannot listen on") && err.contains(&first.api_addr.to_string()),
+        "{err}"
+    );
+}

@@ -33,12 +33,22 @@ pub fn worker_count(configured: Option<usize>) -> usize {
 const BACKLOG: i32 = 4096;
 
 /// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, so the kernel spreads
-/// connections over them. Port 0 is resolved by the first bind and reused by the rest.
+/// connections over them. Port 0 is resolved first and reused by every socket.
+///
+/// `SO_REUSEPORT` would also let a second gateway (same user) join the group and silently
+/// take part of the connections, so the address is first claimed without it: that bind
+/// fails with "address in use" when anyone else listens there.
 pub fn bind_reuseport(
     addr: SocketAddr,
     count: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut bound = addr;
+    let mut bound = {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+        let probe: std::net::TcpListener = probe.into();
+        probe.local_addr()?
+    };
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let socket = Socket::new(
