@@ -288,12 +288,7 @@ async fn a_second_gateway_on_the_same_port_is_refused() {
         &format!("listen: {}", first.api_addr),
         1,
     );
-    let config = tollgate::config::Config::from_yaml(&yaml).unwrap();
-    let err = tollgate::server::Gateway::start(&config, &yaml)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = start_error(&yaml).await;
     assert!(
         err.contains("cannot listen on") && err.contains(&first.api_addr.to_string()),
         "{err}"

@@ -139,12 +139,7 @@ async fn provider_rewrites_model_and_adds_key_and_static_headers() {
 async fn missing_api_key_env_fails_start_naming_the_key() {
     let yaml = "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n\
                 providers:\n  p:\n    type: openai\n    base_url: http://127.0.0.1:1/v1\n    api_key_env: TOLLGATE_TEST_UNSET_VAR\n";
-    let config = tollgate::config::Config::from_yaml(yaml).unwrap();
-    let err = tollgate::server::Gateway::start(&config, yaml)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = start_error(yaml).await;
     assert!(err.contains("providers.p.api_key_env"), "{err}");
 }
 

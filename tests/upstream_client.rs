@@ -12,6 +12,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair,
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tollgate::server::Gateway;
 use tollgate_mock::{MockConfig, MockServer};
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
@@ -121,21 +122,31 @@ fn write_ca(pem: &str, name: &str) -> std::path::PathBuf {
     path
 }
 
-#[tokio::test]
-async fn https_upstream_with_extra_ca_negotiates_http2_by_alpn() {
-    let mock = MockServer::start(MockConfig {
-        tokens: 4,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let front = tls_front(mock.addr(), &[b"h2", b"http/1.1"]).await;
-    let ca = write_ca(&front.ca_pem, "h2");
+/// A mock behind a TLS front offering `alpn`, and a gateway that trusts the front's CA.
+async fn behind_tls(
+    mock: MockConfig,
+    alpn: &[&[u8]],
+    name: &str,
+) -> (MockServer, TlsFront, Gateway) {
+    let mock = MockServer::start(mock).await.unwrap();
+    let front = tls_front(mock.addr(), alpn).await;
+    let ca = write_ca(&front.ca_pem, name);
     let yaml = gateway_yaml(
         &format!("https://{}/v1", front.addr),
         &format!("    ca_file: {}\n", ca.display()),
     );
     let gw = gateway(&yaml).await;
+    std::fs::remove_file(ca).unwrap();
+    (mock, front, gw)
+}
+
+#[tokio::test]
+async fn https_upstream_with_extra_ca_negotiates_http2_by_alpn() {
+    let config = MockConfig {
+        tokens: 4,
+        ..MockConfig::default()
+    };
+    let (mock, _front, gw) = behind_tls(config, &[b"h2", b"http/1.1"], "h2").await;
     let (status, _, body) = chat(&gw, CHAT).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
@@ -145,26 +156,17 @@ async fn https_upstream_with_extra_ca_negotiates_http2_by_alpn() {
     let (status, _, body) = chat(&gw, r#"{"model":"m","stream":true}"#).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(data_events(&body).len(), 5, "{body}");
-    std::fs::remove_file(ca).unwrap();
 }
 
 #[tokio::test]
 async fn https_upstream_without_h2_falls_back_to_http1() {
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let front = tls_front(mock.addr(), &[b"http/1.1"]).await;
-    let ca = write_ca(&front.ca_pem, "h1");
-    let yaml = gateway_yaml(
-        &format!("https://{}/v1", front.addr),
-        &format!("    ca_file: {}\n", ca.display()),
-    );
-    let gw = gateway(&yaml).await;
+    let (mock, _front, gw) = behind_tls(MockConfig::default(), &[b"http/1.1"], "h1").await;
     let (status, _, body) = chat(&gw, CHAT).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         mock.stats().last_request().unwrap().version,
         http::Version::HTTP_11
     );
-    std::fs::remove_file(ca).unwrap();
 }
 
 #[tokio::test]
@@ -185,12 +187,7 @@ async fn bad_ca_file_fails_compile_naming_the_key() {
         "https://127.0.0.1:1/v1",
         &format!("    ca_file: {}\n", path.display()),
     );
-    let config = tollgate::config::Config::from_yaml(&yaml).unwrap();
-    let err = tollgate::server::Gateway::start(&config, &yaml)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let err = start_error(&yaml).await;
     assert!(err.contains("providers.mock.ca_file"), "{err}");
     std::fs::remove_file(path).unwrap();
 }

@@ -38,6 +38,15 @@ pub async fn gateway(yaml: &str) -> Gateway {
     Gateway::start(&config, yaml).await.unwrap()
 }
 
+/// Why a gateway with this config refuses to start (the test fails if it starts).
+pub async fn start_error(yaml: &str) -> String {
+    let config = Config::from_yaml(yaml).unwrap();
+    match Gateway::start(&config, yaml).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(err) => err.to_string(),
+    }
+}
+
 /// A mock with `mock_config` and a gateway in front of it with [`OPEN_ROUTES`].
 pub async fn mock_and_gateway(mock_config: MockConfig) -> (MockServer, Gateway) {
     mock_and_gateway_with(mock_config, OPEN_ROUTES).await
