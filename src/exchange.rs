@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use http::{Method, Uri};
+use http::Method;
 use tokio::time::Instant;
 
 use crate::auth::Tenant;
@@ -34,20 +34,21 @@ pub struct Exchange {
     pub id: RequestId,
     pub arrived: Instant,
     pub method: Method,
-    /// The request URI; cloning it shares hyper's buffer instead of copying the path.
-    pub uri: Uri,
+    /// The request path, copied: a clone of the request URI would share hyper's read buffer
+    /// and keep all of it alive for as long as a stream runs.
+    pub path: Box<str>,
     pub snapshot: OnceLock<Arc<Snapshot>>,
     pub tenant: OnceLock<Arc<Tenant>>,
     pub route: OnceLock<Arc<Route>>,
 }
 
 impl Exchange {
-    pub fn new(method: Method, uri: Uri) -> Self {
+    pub fn new(method: Method, path: &str) -> Self {
         Self {
             id: RequestId::random(),
             arrived: Instant::now(),
             method,
-            uri,
+            path: path.into(),
             snapshot: OnceLock::new(),
             tenant: OnceLock::new(),
             route: OnceLock::new(),

@@ -50,7 +50,7 @@ pub fn record(
         target: TARGET,
         request_id = %exchange.id,
         method = %exchange.method,
-        path = exchange.uri.path(),
+        path = &*exchange.path,
         status,
         tenant = exchange.tenant.get().map(|t| &*t.name),
         route = route.map(|r| &*r.alias),
@@ -111,7 +111,7 @@ where
     }
 
     fn call(&mut self, http: Request<Incoming>) -> Self::Future {
-        let exchange = Arc::new(Exchange::new(http.method().clone(), http.uri().clone()));
+        let exchange = Arc::new(Exchange::new(http.method().clone(), http.uri().path()));
         AccessLogFuture {
             inner: self.inner.call(ApiRequest {
                 exchange: exchange.clone(),
