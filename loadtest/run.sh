@@ -177,7 +177,7 @@ done
 echo "== closed loop, 64 connections" >&2
 run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
 echo "== streaming, 32 events 5 ms apart" >&2
-run_phase stream_32x5ms stream "$body_stream" open --rate 50 --seconds "$secs" --expect-events 33
+run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 
 echo "== $idle_streams idle streams" >&2
 for target in direct tollgate nginx; do
