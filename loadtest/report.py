@@ -6,11 +6,16 @@ import sys
 
 
 def load(path):
-    rows = {}
+    """Rows by (scenario, target). A phase run several times keeps its median-throughput run."""
+    runs = {}
     with open(path) as handle:
         for line in handle:
             row = json.loads(line)
-            rows[(row["scenario"], row["target"])] = row
+            runs.setdefault((row["scenario"], row["target"]), []).append(row)
+    rows = {}
+    for key, group in runs.items():
+        group.sort(key=lambda r: r.get("result", {}).get("throughput_rps", 0))
+        rows[key] = dict(group[(len(group) - 1) // 2], rounds=len(group))
     return rows
 
 
