@@ -253,3 +253,47 @@ async fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
         "one new connection per request"
     );
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+/// hangs until the client gives up, as with an unreachable host.
+async fn saturated_listener() -> (SocketAddr, socket2::Socket, Vec<tokio::net::TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Fill the queue until a connect no longer completes (the kernel keeps backlog + 1).
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(std::time::Duration::from_millis(300), connect).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    assert!(
+        !fillers.is_empty() && fillers.len() < 8,
+        "the accept queue filled up"
+    );
+    (addr, socket, fillers)
+}
+
+#[tokio::test]
+async fn connect_timeout_gives_502_without_waiting_for_first_token() {
+    let (addr, _listener, _fillers) = saturated_listener().await;
+    let yaml = gateway_yaml(&format!("http://{addr}/v1"), "    connect_timeout: 200ms\n").replace(
+        "    provider: mock\n",
+        "    provider: mock\n    timeouts: {first_token: 30s, idle: 30s, total: 60s}\n",
+    );
+    let gw = gateway(&yaml).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = chat(&gw, CHAT).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_openai_error(&body, "upstream_unreachable");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "cut by the 200 ms connect timeout"
+    );
+}
