@@ -10,6 +10,7 @@ COPY src ./src
 COPY config ./config
 COPY benches ./benches
 COPY loadtest/mock ./loadtest/mock
+COPY loadtest/load ./loadtest/load
 RUN cargo build --release --locked --bin tollgate
 
 FROM debian:bookworm-slim
