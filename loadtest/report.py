@@ -27,10 +27,15 @@ def main(path):
     rows = load(path)
     summary = {"source": path, "scenarios": {}}
     scenarios = sorted({s for s, _ in rows}, key=lambda s: list(dict.fromkeys(k for k, _ in rows)).index(s))
+    machine = rows.get(("machine", "-"))
+    if machine:
+        summary["machine"] = {k: v for k, v in machine.items() if k not in ("scenario", "target", "rounds")}
+        print(f"machine: {machine['cores']} cores, {machine['cpu']}, kernel {machine['kernel']}, "
+              f"{machine['nginx']}, tollgate {machine['tollgate_commit']}")
     print()
     print(f"{'scenario':<16}{'target':<10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p99 ms':>9}{'req/s':>10}{'cpu s/1k':>10}{'errors':>8}  notes")
     for scenario in scenarios:
-        if scenario in ("idle_rss", "peak_rss", "idle_streams"):
+        if scenario in ("machine", "idle_rss", "peak_rss", "idle_streams"):
             continue
         direct = rows.get((scenario, "direct"), {}).get("result", {})
         stream = "ttft" in direct

@@ -146,6 +146,10 @@ body_fast="{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"$f
 body_stream="{\"model\":\"stream\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$filler\"}]}"
 body_idle='{"model":"idle","stream":true,"messages":[{"role":"user","content":"wait"}]}'
 
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo | tr -d '"\\')
+nginx_version=$(nginx -v 2>&1 | sed 's/^nginx version: //' | tr -d '"\\')
+echo "{\"scenario\":\"machine\",\"target\":\"-\",\"cores\":$(nproc),\"cpu\":\"$cpu_model\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$nginx_version\",\"tollgate_commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\"}" >>"$out"
+
 for target in tollgate nginx; do
   pid=$(proxy_pid $target)
   echo "{\"scenario\":\"idle_rss\",\"target\":\"$target\",\"rss_kb\":$(rss_kb "$pid" VmRSS)}" >>"$out"
