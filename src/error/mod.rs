@@ -62,13 +62,12 @@ pub enum ErrorKind {
     UpstreamResponseTooLarge,
     UpstreamRateLimited,
     UpstreamStatus,
-    ShuttingDown,
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 24] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::MalformedJson,
         ErrorKind::InvalidField,
         ErrorKind::MissingModel,
@@ -91,7 +90,6 @@ impl ErrorKind {
         ErrorKind::UpstreamResponseTooLarge,
         ErrorKind::UpstreamRateLimited,
         ErrorKind::UpstreamStatus,
-        ErrorKind::ShuttingDown,
         ErrorKind::Internal,
     ];
 
@@ -123,7 +121,6 @@ impl ErrorKind {
             UpstreamRateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited", Fault::Upstream),
             // An upstream error answer passed through as is; its own status wins.
             UpstreamStatus => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error_status", Fault::Upstream),
-            ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "gateway_error", "shutting_down", Fault::Gateway),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_error", "internal_error", Fault::Gateway),
         }
     }
