@@ -22,16 +22,7 @@ async fn shutdown_lets_in_flight_streams_finish_and_refuses_new_connections() {
     };
     let (_mock, gw) = mock_and_gateway(paced).await;
     let api = gw.api_addr;
-    let response = send(
-        api,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":true}"#,
-            &[],
-        ),
-    )
-    .await;
-    let mut body = response.into_body();
+    let mut body = open_stream(api, r#"{"model":"m","stream":true}"#).await;
     let first = next_chunk(&mut body).await.unwrap();
     assert!(first.starts_with(b"data: "));
 
@@ -66,16 +57,7 @@ async fn shutdown_cuts_streams_that_outlive_the_grace_period() {
         "  header_read_timeout: 1s\n  shutdown_grace: 200ms\n",
     );
     let gw = gateway(&yaml).await;
-    let response = send(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":true}"#,
-            &[],
-        ),
-    )
-    .await;
-    let mut body = response.into_body();
+    let mut body = open_stream(gw.api_addr, r#"{"model":"m","stream":true}"#).await;
     next_chunk(&mut body).await.unwrap();
     tokio::time::timeout(WAIT, gw.shutdown())
         .await

@@ -20,17 +20,7 @@ async fn in_flight_requests_keep_their_snapshot_across_a_swap() {
     };
     let (mock, gw) = mock_and_gateway(paced).await;
     let old_version = gw.shared.live.load().version.clone();
-    let response = send(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":true}"#,
-            &[],
-        ),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
+    let mut body = open_stream(gw.api_addr, r#"{"model":"m","stream":true}"#).await;
     let first = next_chunk(&mut body).await.unwrap();
     assert!(first.starts_with(b"data: "));
 

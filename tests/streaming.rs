@@ -191,8 +191,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
         ..MockConfig::default()
     };
     let (mock, gw) = mock_and_gateway(config).await;
-    let response = send(gw.api_addr, post("/v1/chat/completions", STREAM, &[])).await;
-    let mut body = response.into_body();
+    let mut body = open_stream(gw.api_addr, STREAM).await;
     let first = next_chunk(&mut body).await.unwrap();
     assert!(first.starts_with(b"data: "));
     drop(body); // the client goes away mid-stream

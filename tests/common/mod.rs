@@ -116,6 +116,13 @@ pub async fn chat(gateway: &Gateway, body: &str) -> (StatusCode, HeaderMap, Stri
     call(gateway.api_addr, post("/v1/chat/completions", body, &[])).await
 }
 
+/// Opens a chat stream on the gateway at `addr` and returns its body, after checking 200.
+pub async fn open_stream(addr: SocketAddr, body: &str) -> Incoming {
+    let response = send(addr, post("/v1/chat/completions", body, &[])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body()
+}
+
 /// The next data frame of a body, or `None` at its end.
 pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
     loop {
