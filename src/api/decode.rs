@@ -46,13 +46,13 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = RawFields::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(key) = map.next_key::<Field>()? {
                     let value: &'de RawValue = map.next_value()?;
-                    let (slot, name) = match key.as_ref() {
-                        "model" => (&mut fields.model, "model"),
-                        "stream" => (&mut fields.stream, "stream"),
-                        "stream_options" => (&mut fields.stream_options, "stream_options"),
-                        _ => continue,
+                    let (slot, name) = match key {
+                        Field::Model => (&mut fields.model, "model"),
+                        Field::Stream => (&mut fields.stream, "stream"),
+                        Field::StreamOptions => (&mut fields.stream_options, "stream_options"),
+                        Field::Other => continue,
                     };
                     // A repeated key could make the gateway and the upstream read different
                     // values (JSON parsers disagree on which one wins), so refuse it.
@@ -64,6 +64,43 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
             }
         }
         deserializer.deserialize_map(TopLevel)
+    }
+}
+
+/// A top-level key, told apart without copying it (serde's `Cow<str>` always allocates).
+enum Field {
+    Model,
+    Stream,
+    StreamOptions,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldName;
+        impl Visitor<'_> for FieldName {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                Ok(match key {
+                    "model" => Field::Model,
+                    "stream" => Field::Stream,
+                    "stream_options" => Field::StreamOptions,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(FieldName)
+    }
+}
+
+/// A JSON string, borrowed from the body unless it has escapes to undo.
+fn json_str(raw: &RawValue) -> serde_json::Result<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw.get()) {
+        Ok(plain) => Ok(Cow::Borrowed(plain)),
+        Err(_) => serde_json::from_str::<String>(raw.get()).map(Cow::Owned),
     }
 }
 
@@ -151,8 +188,8 @@ impl<'a> RequestFields<'a> {
                 .with_param("model"));
             }
         };
-        let model: Cow<'a, str> = serde_json::from_str(model_raw.get())
-            .map_err(|_| invalid("model", "`model` must be a string"))?;
+        let model =
+            json_str(model_raw).map_err(|_| invalid("model", "`model` must be a string"))?;
         let stream = match raw.stream.map(RawValue::get) {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
@@ -267,6 +304,11 @@ mod tests {
         let fields = RequestFields::parse(body).unwrap();
         assert_eq!(fields.model, "m1");
         assert!(fields.stream && fields.include_usage);
+        // Escaped keys are the same keys; a plain model name is borrowed, not copied.
+        let body = br#"{"mod\u0065l":"plain","str\u0065am":true}"#;
+        let fields = RequestFields::parse(body).unwrap();
+        assert!(matches!(fields.model, Cow::Borrowed("plain")));
+        assert!(fields.stream);
     }
 
     #[test]
