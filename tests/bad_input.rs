@@ -144,16 +144,6 @@ async fn each_kind_of_bad_body_gets_its_status_and_code() {
     );
 }
 
-/// Reads what the server sends until it closes the connection.
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
-        .await
-        .expect("server closed in time")
-        .ok();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_413() {
     let (_mock, gw) = small_gateway().await;

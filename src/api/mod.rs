@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::server::InboundBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
 use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
@@ -27,7 +27,7 @@ use decode::RequestFields;
 /// A request on its way through the stack, with the record every layer writes into.
 pub struct ApiRequest {
     pub exchange: Arc<Exchange>,
-    pub http: Request<Incoming>,
+    pub http: Request<InboundBody>,
 }
 
 /// The innermost service: the API surfaces themselves.

@@ -1,15 +1,15 @@
 //! Reads a client's request body: content type, size limit and read deadline enforced.
 
+use crate::server::InboundBody;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::snapshot::Limits;
 
 /// Checks the content type and reads the body of a JSON request.
-pub async fn read(request: Request<Incoming>, limits: &Limits) -> Result<Bytes, GatewayError> {
+pub async fn read(request: Request<InboundBody>, limits: &Limits) -> Result<Bytes, GatewayError> {
     let headers = request.headers();
     if let Some(value) = headers.get(header::CONTENT_TYPE) {
         let essence = value

@@ -40,6 +40,9 @@ impl Fault {
 /// The closed set of error kinds. Adding one means adding its status, type and code here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
+    MalformedRequest,
+    HeadersTooLarge,
+    HeaderReadTimeout,
     MalformedJson,
     InvalidField,
     MissingModel,
@@ -67,7 +70,10 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 26] = [
+        ErrorKind::MalformedRequest,
+        ErrorKind::HeadersTooLarge,
+        ErrorKind::HeaderReadTimeout,
         ErrorKind::MalformedJson,
         ErrorKind::InvalidField,
         ErrorKind::MissingModel,
@@ -98,6 +104,9 @@ impl ErrorKind {
     const fn spec(self) -> (StatusCode, &'static str, &'static str, Fault) {
         use ErrorKind::*;
         match self {
+            MalformedRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "malformed_http_request", Fault::Client),
+            HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "request_headers_too_large", Fault::Client),
+            HeaderReadTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "header_read_timeout", Fault::Client),
             MalformedJson => (StatusCode::BAD_REQUEST, "invalid_request_error", "malformed_json", Fault::Client),
             InvalidField => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_field", Fault::Client),
             MissingModel => (StatusCode::BAD_REQUEST, "invalid_request_error", "missing_model", Fault::Client),

@@ -1,6 +1,9 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2, drain on shutdown.
 
+mod h1;
+mod inbound;
 mod listener;
+mod prefixed;
 mod workers;
 
 use std::net::SocketAddr;
@@ -17,6 +20,7 @@ use crate::error::RescueLayer;
 use crate::snapshot::{self, CompileError, Live};
 use crate::telemetry::metrics::Metrics;
 
+pub use inbound::InboundBody;
 pub use listener::ConnectionLimits;
 pub use workers::{worker_count, worker_index};
 
@@ -95,11 +99,13 @@ impl Gateway {
         let mut workers = Vec::with_capacity(count + 1);
         for (index, socket) in api_sockets.into_iter().enumerate() {
             let service = crate::stack::api(live.clone(), metrics.clone());
-            let stop = shutdown_rx.clone();
+            let (stop, metrics) = (shutdown_rx.clone(), metrics.clone());
             let name = format!("tollgate-worker-{index}");
             let worker = Worker::spawn(name, index, move || async move {
                 match TcpListener::from_std(socket) {
-                    Ok(listener) => listener::serve(listener, service, limits, stop).await,
+                    Ok(listener) => {
+                        listener::serve_api(listener, service, limits, metrics, stop).await;
+                    }
                     Err(err) => tracing::error!(error = %err, "worker cannot use its listener"),
                 }
             });

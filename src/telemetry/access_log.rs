@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use crate::server::InboundBody;
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use crate::api::ApiRequest;
@@ -98,7 +98,7 @@ pub struct AccessLog<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S> Service<Request<Incoming>> for AccessLog<S>
+impl<S> Service<Request<InboundBody>> for AccessLog<S>
 where
     S: Service<ApiRequest, Response = Response<GatewayBody>, Error = Infallible>,
 {
@@ -110,7 +110,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, http: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, http: Request<InboundBody>) -> Self::Future {
         let exchange = Arc::new(Exchange::new(http.method().clone(), http.uri().path()));
         AccessLogFuture {
             inner: self.inner.call(ApiRequest {

@@ -222,3 +222,14 @@ pub fn run_process(program: &std::path::Path, args: &[&str], stdin: &str) -> (i3
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Reads what the server sends on a raw connection until it closes it.
+pub async fn read_to_close(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("server closed in time")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}

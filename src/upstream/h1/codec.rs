@@ -4,7 +4,8 @@
 //! is handed out as zero-copy slices of the buffer (`BytesMut::split_to().freeze()`).
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Most headers an upstream response head may carry.
 const MAX_HEADERS: usize = 96;
@@ -71,43 +72,14 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, CodecError> {
             buf.advance(len);
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut close = response.version == Some(0);
-        for header in response.headers.iter() {
-            let name = HeaderName::from_bytes(header.name.as_bytes())
-                .map_err(|_| CodecError::Malformed("bad header name"))?;
-            let value = HeaderValue::from_bytes(header.value)
-                .map_err(|_| CodecError::Malformed("bad header value"))?;
-            if name == http::header::CONTENT_LENGTH {
-                let parsed = std::str::from_utf8(header.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or(CodecError::Malformed("bad content-length"))?;
-                if length.is_some_and(|known| known != parsed) {
-                    return Err(CodecError::Malformed("conflicting content-length"));
-                }
-                length = Some(parsed);
-            } else if name == http::header::TRANSFER_ENCODING {
-                let last = header
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .unwrap_or_default();
-                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-                if !chunked {
-                    return Err(CodecError::Malformed("unsupported transfer-encoding"));
-                }
-            } else if name == http::header::CONNECTION {
-                close |= header
-                    .value
-                    .split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-            }
-            headers.append(name, value);
-        }
-        buf.advance(len);
+        let http10 = response.version == Some(0);
+        let mut spans = [FieldSpan::default(); MAX_HEADERS];
+        let spans = field_spans(buf, response.headers, &mut spans);
+        let head = buf.split_to(len).freeze();
+        let headers = header_map(&head, spans).map_err(CodecError::Malformed)?;
+        let length = content_length(&headers).map_err(CodecError::Malformed)?;
+        let chunked = is_chunked(&headers).map_err(CodecError::Malformed)?;
+        let mut close = http10 || connection_has(&headers, b"close");
         let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Empty
         } else if chunked {
@@ -130,6 +102,99 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, CodecError> {
             keep_alive,
         }));
     }
+}
+
+/// Where one header's name and value sit in a head buffer, as offsets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FieldSpan {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Records where httparse's `headers` (borrowed from `buf`) sit, so that they can be cut
+/// from the head once it is frozen.
+pub fn field_spans<'s>(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    out: &'s mut [FieldSpan],
+) -> &'s [FieldSpan] {
+    let base = buf.as_ptr() as usize;
+    let span = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        (start, start + part.len())
+    };
+    let count = headers.len().min(out.len());
+    for (slot, header) in out.iter_mut().zip(headers) {
+        *slot = FieldSpan {
+            name: span(header.name.as_bytes()),
+            value: span(header.value),
+        };
+    }
+    &out[..count]
+}
+
+/// The header map of a frozen head. Values share the head's memory: no copy per header.
+pub fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for field in spans {
+        let name = HeaderName::from_bytes(&head[field.name.0..field.name.1])
+            .map_err(|_| "bad header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1))
+            .map_err(|_| "bad header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// The declared `content-length`; repeated values must agree.
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let digits = value.as_bytes().trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err("bad content-length");
+        }
+        let parsed = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|known| known != parsed) {
+            return Err("conflicting content-length");
+        }
+        length = Some(parsed);
+    }
+    Ok(length)
+}
+
+/// Whether `transfer-encoding` ends in `chunked`, the only coding this gateway reads. Any
+/// other final coding cannot be delimited, so it is refused.
+pub fn is_chunked(headers: &HeaderMap) -> Result<bool, &'static str> {
+    let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    else {
+        return Ok(false);
+    };
+    let coding = last
+        .as_bytes()
+        .rsplit(|b| *b == b',')
+        .next()
+        .unwrap_or_default();
+    if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        Ok(true)
+    } else {
+        Err("unsupported transfer-encoding")
+    }
+}
+
+/// Whether a `connection` header carries `token`.
+pub fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
 }
 
 /// Incremental body decoder.
