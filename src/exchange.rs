@@ -20,11 +20,18 @@ impl RequestId {
     pub fn random() -> Self {
         Self(fastrand::u64(..))
     }
+
+    /// The id as 16 lowercase hex digits, without the formatting machinery (it is written
+    /// twice per request: response header and access line).
+    pub fn hex(self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        std::array::from_fn(|i| DIGITS[((self.0 >> (60 - 4 * i)) & 0xf) as usize])
+    }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.write_str(std::str::from_utf8(&self.hex()).unwrap_or_default())
     }
 }
 
@@ -58,5 +65,19 @@ impl Exchange {
     /// The snapshot this request uses. Set by the snapshot layer before any handler runs.
     pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
         self.snapshot.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_print_as_sixteen_hex_digits() {
+        for id in [0, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let hex = RequestId(id).hex();
+            assert_eq!(std::str::from_utf8(&hex).unwrap(), format!("{id:016x}"));
+            assert_eq!(RequestId(id).to_string(), format!("{id:016x}"));
+        }
     }
 }

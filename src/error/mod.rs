@@ -13,9 +13,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::body::GatewayBody;
+
+/// Response header saying whose fault an error was.
+pub const ERROR_SOURCE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-error-source");
 
 /// Who caused an error. Exposed as `x-tollgate-error-source` and as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,7 +218,7 @@ pub fn into_response(err: &GatewayError) -> Response<GatewayBody> {
         HeaderValue::from_static("application/json"),
     );
     headers.insert(
-        "x-tollgate-error-source",
+        ERROR_SOURCE_HEADER,
         HeaderValue::from_static(err.kind.fault().as_str()),
     );
     if let Some(after) = err.retry_after {

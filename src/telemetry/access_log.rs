@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use crate::server::InboundBody;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::api::ApiRequest;
@@ -48,8 +48,8 @@ pub fn record(
 
     tracing::info!(
         target: TARGET,
-        request_id = %exchange.id,
-        method = %exchange.method,
+        request_id = std::str::from_utf8(&exchange.id.hex()).unwrap_or_default(),
+        method = exchange.method.as_str(),
         path = &*exchange.path,
         status,
         tenant = exchange.tenant.get().map(|t| &*t.name),
@@ -140,7 +140,7 @@ where
         let this = self.project();
         let Ok(mut response) = ready!(this.inner.poll(cx));
         if let Some((exchange, metrics)) = this.report.take() {
-            if let Ok(id) = HeaderValue::try_from(exchange.id.to_string()) {
+            if let Ok(id) = HeaderValue::from_bytes(&exchange.id.hex()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, id);
             }
             if let Some(route) = exchange.route.get() {
@@ -156,6 +156,6 @@ where
 }
 
 /// Response header carrying the request id that the access log line also carries.
-pub const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 /// Response header naming the model alias that served the request.
-pub const ROUTE_HEADER: &str = "x-tollgate-route";
+pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-route");

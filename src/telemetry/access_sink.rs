@@ -187,14 +187,26 @@ fn timestamp(buf: &mut Vec<u8>, since_epoch: Duration) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        buf,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60,
-        since_epoch.subsec_millis()
-    );
+    let digits = |buf: &mut Vec<u8>, value: u64, width: usize| {
+        let mut text = itoa::Buffer::new();
+        let text = text.format(value);
+        buf.extend(std::iter::repeat_n(b'0', width.saturating_sub(text.len())));
+        buf.extend_from_slice(text.as_bytes());
+    };
+    digits(buf, u64::try_from(year).unwrap_or(0), 4);
+    buf.push(b'-');
+    digits(buf, month as u64, 2);
+    buf.push(b'-');
+    digits(buf, day as u64, 2);
+    buf.push(b'T');
+    digits(buf, day_secs / 3600, 2);
+    buf.push(b':');
+    digits(buf, day_secs / 60 % 60, 2);
+    buf.push(b':');
+    digits(buf, day_secs % 60, 2);
+    buf.push(b'.');
+    digits(buf, u64::from(since_epoch.subsec_millis()), 3);
+    buf.push(b'Z');
 }
 
 /// Appends `text` as the inside of a JSON string, copying runs that need no escape at once.
@@ -231,9 +243,16 @@ fn three_decimals(buf: &mut Vec<u8>, value: f64) {
         return;
     }
     let thousandths = thousandths as i64;
-    let sign = if thousandths < 0 { "-" } else { "" };
+    if thousandths < 0 {
+        buf.push(b'-');
+    }
     let abs = thousandths.unsigned_abs();
-    let _ = write!(buf, "{sign}{}.{:03}", abs / 1000, abs % 1000);
+    buf.extend_from_slice(itoa::Buffer::new().format(abs / 1000).as_bytes());
+    let fraction = abs % 1000;
+    buf.push(b'.');
+    buf.push(b'0' + (fraction / 100) as u8);
+    buf.push(b'0' + (fraction / 10 % 10) as u8);
+    buf.push(b'0' + (fraction % 10) as u8);
 }
 
 /// A `fmt::Write` that JSON-escapes what it is given, for `%display` fields.
@@ -267,11 +286,13 @@ impl Visit for JsonFields<'_> {
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.buf, "{value}");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.buf, "{value}");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);

@@ -1,7 +1,7 @@
 //! One upstream attempt against an OpenAI-compatible provider: send, then stream or read back.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -38,15 +38,16 @@ pub struct Outbound {
 }
 
 /// Headers that describe one hop, not the message; never copied from upstream to client.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
+/// `HeaderName`s rather than strings: removing by a string parses it first, eight times over.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
 ];
 
 /// Sends `out` to `provider` for `route` and returns the client's response.
@@ -91,7 +92,7 @@ pub async fn forward(
             }
             Ok(result) => result?,
         };
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     let mut stats = ExchangeStats {
@@ -207,7 +208,10 @@ pub fn set_stream_headers(headers: &mut HeaderMap) {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
 }
 
 /// Reads a whole upstream body within the response-size limit and the total deadline.
@@ -293,8 +297,8 @@ async fn upstream_error(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(
-        "x-tollgate-error-source",
-        HeaderValue::from_static("upstream"),
+        crate::error::ERROR_SOURCE_HEADER,
+        HeaderValue::from_static(crate::error::Fault::Upstream.as_str()),
     );
     let mut response = Response::new(GatewayBody::full(body, stats));
     *response.status_mut() = status;

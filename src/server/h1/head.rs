@@ -3,12 +3,14 @@
 //! A request head is parsed in place and frozen once; the URI and header values are slices of
 //! that one buffer, so a request costs no copy of its head.
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode, Uri, Version};
 
 use crate::upstream::h1::codec::{
-    FieldSpan, Framing, connection_has, content_length, field_spans, header_map, is_chunked,
+    Framing, connection_has, content_length, field_spans, header_map, is_chunked,
 };
 
 /// Most headers a request may carry (httparse's slots live on the stack).
@@ -41,9 +43,10 @@ pub fn parse_request(
     buf: &mut BytesMut,
     max_bytes: usize,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut slots);
-    let len = match request.parse(buf) {
+    // Uninitialised slots: zeroing 100 of them would cost more than parsing the head.
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > max_bytes => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -62,12 +65,11 @@ pub fn parse_request(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut spans = [FieldSpan::default(); MAX_HEADERS];
-    let spans = field_spans(buf, request.headers, &mut spans);
+    let spans = field_spans(buf, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_end))
         .map_err(|_| HeadError::Malformed("bad request target"))?;
-    let headers = header_map(&head, spans).map_err(HeadError::Malformed)?;
+    let headers = header_map(&head, &spans).map_err(HeadError::Malformed)?;
     let length = content_length(&headers).map_err(HeadError::Malformed)?;
     let chunked = is_chunked(&headers).map_err(HeadError::Malformed)?;
     let close_token = connection_has(&headers, b"close");

@@ -3,6 +3,9 @@
 //!
 //! Both live in the connection's one task, so the lock is never contended; it exists because a
 //! request body must be `'static` and `Send` to travel through the service stack.
+//!
+//! Reads go through tokio's `AsyncRead` (not `try_read`): after a short read it knows the
+//! socket is drained and waits for epoll, instead of spending a system call on `EAGAIN`.
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard};
@@ -10,6 +13,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::upstream::h1::codec::BodyDecoder;
 
@@ -21,6 +25,7 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The read side: bytes received and not yet consumed, and the body in progress.
 pub struct ReadSide {
+    read: OwnedReadHalf,
     pub buf: BytesMut,
     /// The client closed its sending side.
     pub eof: bool,
@@ -30,15 +35,17 @@ pub struct ReadSide {
 }
 
 pub struct ConnIo {
-    pub stream: TcpStream,
+    write: OwnedWriteHalf,
     read: Mutex<ReadSide>,
 }
 
 impl ConnIo {
     pub fn new(stream: TcpStream, buf: BytesMut) -> Self {
+        let (read, write) = stream.into_split();
         Self {
-            stream,
+            write,
             read: Mutex::new(ReadSide {
+                read,
                 buf,
                 eof: false,
                 body: BodyDecoder::new(crate::upstream::h1::codec::Framing::Empty),
@@ -59,29 +66,29 @@ impl ConnIo {
         if side.eof {
             return Poll::Ready(Ok(0));
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            if side.buf.capacity() - side.buf.len() < READ_CHUNK / 4 {
-                side.buf.reserve(READ_CHUNK);
-            }
-            match self.stream.try_read_buf(&mut side.buf) {
-                Ok(0) => {
-                    side.eof = true;
-                    return Poll::Ready(Ok(0));
-                }
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(err) => return Poll::Ready(Err(err)),
-            }
+        if side.buf.capacity() - side.buf.len() < READ_CHUNK / 4 {
+            side.buf.reserve(READ_CHUNK);
         }
+        let n = ready!(tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(&mut side.read),
+            cx,
+            &mut side.buf
+        ))?;
+        side.eof = n == 0;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Half-closes the connection: the client reads our end of data, and may still send.
+    pub fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(self.write.as_ref()).shutdown(std::net::Shutdown::Write);
     }
 
     /// Sends what is left of `100 Continue`.
     pub fn poll_continue(&self, side: &mut ReadSide, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while side.continue_pending > 0 {
-            ready!(self.stream.poll_write_ready(cx))?;
+            ready!(self.write.as_ref().poll_write_ready(cx))?;
             let from = CONTINUE.len() - side.continue_pending;
-            match self.stream.try_write(&CONTINUE[from..]) {
+            match self.write.try_write(&CONTINUE[from..]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => side.continue_pending -= n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
@@ -109,7 +116,7 @@ impl ConnIo {
                 IoSlice::new(parts.get(first + i).copied().unwrap_or_default())
             });
             let count = (parts.len() - first).min(4);
-            match self.stream.try_write_vectored(&slices[..count]) {
+            match self.write.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(mut written) => {
                     for part in &mut parts[first..] {
@@ -122,7 +129,7 @@ impl ConnIo {
                     }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await?;
+                    self.write.writable().await?;
                 }
                 Err(err) => return Err(err),
             }

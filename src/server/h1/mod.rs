@@ -360,7 +360,7 @@ struct ExchangeInfo {
 /// Closes our sending side, then reads and drops what the client still sends (bounded in
 /// bytes and time), so an early answer is not lost to a connection reset.
 async fn linger(conn: &ConnIo) {
-    let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+    conn.shutdown_write();
     let mut drained = 0;
     let draining = poll_fn(|cx| {
         let mut side = conn.read_side();

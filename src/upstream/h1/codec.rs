@@ -3,6 +3,8 @@
 //! Pure functions over a read buffer, so every framing rule is tested without a socket. Data
 //! is handed out as zero-copy slices of the buffer (`BytesMut::split_to().freeze()`).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -56,9 +58,15 @@ impl std::fmt::Display for CodecError {
 /// Interim (1xx) responses are skipped.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, CodecError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let len = match response.parse(buf) {
+        // Uninitialised slots: zeroing 96 of them would cost more than parsing the head.
+        let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(CodecError::HeadTooLarge);
@@ -73,10 +81,9 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, CodecError> {
             continue;
         }
         let http10 = response.version == Some(0);
-        let mut spans = [FieldSpan::default(); MAX_HEADERS];
-        let spans = field_spans(buf, response.headers, &mut spans);
+        let spans = field_spans(buf, response.headers);
         let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, spans).map_err(CodecError::Malformed)?;
+        let headers = header_map(&head, &spans).map_err(CodecError::Malformed)?;
         let length = content_length(&headers).map_err(CodecError::Malformed)?;
         let chunked = is_chunked(&headers).map_err(CodecError::Malformed)?;
         let mut close = http10 || connection_has(&headers, b"close");
@@ -113,24 +120,19 @@ pub struct FieldSpan {
 
 /// Records where httparse's `headers` (borrowed from `buf`) sit, so that they can be cut
 /// from the head once it is frozen.
-pub fn field_spans<'s>(
-    buf: &[u8],
-    headers: &[httparse::Header<'_>],
-    out: &'s mut [FieldSpan],
-) -> &'s [FieldSpan] {
+pub fn field_spans(buf: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
     let base = buf.as_ptr() as usize;
     let span = |part: &[u8]| {
         let start = part.as_ptr() as usize - base;
         (start, start + part.len())
     };
-    let count = headers.len().min(out.len());
-    for (slot, header) in out.iter_mut().zip(headers) {
-        *slot = FieldSpan {
+    headers
+        .iter()
+        .map(|header| FieldSpan {
             name: span(header.name.as_bytes()),
             value: span(header.value),
-        };
-    }
-    &out[..count]
+        })
+        .collect()
 }
 
 /// The header map of a frozen head. Values share the head's memory: no copy per header.
