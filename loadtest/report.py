@@ -6,17 +6,48 @@ import sys
 
 
 def load(path):
-    """Rows by (scenario, target). A phase run several times keeps its median-throughput run."""
+    """Rounds by (scenario, target), in the order they ran."""
     runs = {}
     with open(path) as handle:
         for line in handle:
             row = json.loads(line)
             runs.setdefault((row["scenario"], row["target"]), []).append(row)
-    rows = {}
-    for key, group in runs.items():
-        group.sort(key=lambda r: r.get("result", {}).get("throughput_rps", 0))
-        rows[key] = dict(group[(len(group) - 1) // 2], rounds=len(group))
-    return rows
+    return runs
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarize(rounds, direct_rounds, key):
+    """Each metric's median over the rounds; added p99 is taken per round against direct's
+    p99 of the same round, then the median."""
+    def per_round(metric):
+        return [metric(row) for row in rounds]
+
+    def cpu_per_1k(row):
+        ok = row["result"]["requests"] - row["result"]["errors"]
+        return row["cpu_seconds"] / ok * 1000 if ok and row["target"] != "direct" else None
+
+    added = [row["result"][key]["p99_ms"] - d["result"][key]["p99_ms"] for row, d in zip(rounds, direct_rounds)]
+    last = rounds[-1]["result"]
+    return {
+        "rounds": len(rounds),
+        "p50_ms": median(per_round(lambda r: r["result"][key]["p50_ms"])),
+        "p99_ms": median(per_round(lambda r: r["result"][key]["p99_ms"])),
+        "p999_ms": median(per_round(lambda r: r["result"][key]["p999_ms"])),
+        "added_p99_ms": median(added) if rounds[0]["target"] != "direct" else 0.0,
+        "throughput_rps": median(per_round(lambda r: r["result"]["throughput_rps"])),
+        "cpu_s_per_1k": median(per_round(cpu_per_1k)),
+        "errors": sum(r["result"]["errors"] for r in rounds),
+        "event_count_mismatches": sum(r["result"].get("event_count_mismatches", 0) for r in rounds),
+        "coalesced_frames": sum(r["result"].get("coalesced_frames", 0) for r in rounds),
+        "last_round": last,
+    }
 
 
 def ratio(a, b):
@@ -24,9 +55,10 @@ def ratio(a, b):
 
 
 def main(path):
-    rows = load(path)
+    runs = load(path)
+    rows = {key: group[-1] for key, group in runs.items()}
     summary = {"source": path, "scenarios": {}}
-    scenarios = sorted({s for s, _ in rows}, key=lambda s: list(dict.fromkeys(k for k, _ in rows)).index(s))
+    scenarios = list(dict.fromkeys(s for s, _ in runs))
     machine = rows.get(("machine", "-"))
     if machine:
         summary["machine"] = {k: v for k, v in machine.items() if k not in ("scenario", "target", "rounds")}
@@ -37,31 +69,23 @@ def main(path):
     for scenario in scenarios:
         if scenario in ("machine", "idle_rss", "peak_rss", "idle_streams"):
             continue
-        direct = rows.get((scenario, "direct"), {}).get("result", {})
-        stream = "ttft" in direct
+        direct_rounds = runs.get((scenario, "direct"), [])
+        if not direct_rounds:
+            continue
+        stream = "ttft" in direct_rounds[0]["result"]
         key = "ttft" if stream else "latency"
         entry = {}
         for target in ("direct", "tollgate", "nginx"):
-            row = rows.get((scenario, target))
-            if not row:
+            if (scenario, target) not in runs:
                 continue
-            result = row["result"]
-            lat = result[key]
-            added = lat["p99_ms"] - direct[key]["p99_ms"]
-            ok = result["requests"] - result["errors"]
-            cpu_per_k = row["cpu_seconds"] / ok * 1000 if ok and target != "direct" else None
-            notes = ""
+            m = summarize(runs[(scenario, target)], direct_rounds, key)
+            notes = f"{m['rounds']} rounds"
             if stream:
-                notes = f"ttft; mismatched={result['event_count_mismatches']} coalesced_frames={result['coalesced_frames']}"
-            entry[target] = {
-                "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "p999_ms": lat["p999_ms"],
-                "added_p99_ms": added if target != "direct" else 0.0,
-                "throughput_rps": result["throughput_rps"], "cpu_s_per_1k": cpu_per_k,
-                "errors": result["errors"], "result": result,
-            }
-            cpu = f"{cpu_per_k:.4f}" if cpu_per_k is not None else "-"
-            print(f"{scenario:<16}{target:<10}{lat['p50_ms']:>9.3f}{lat['p99_ms']:>9.3f}{lat['p999_ms']:>10.3f}"
-                  f"{added if target != 'direct' else 0:>9.3f}{result['throughput_rps']:>10.0f}{cpu:>10}{result['errors']:>8}  {notes}")
+                notes += f"; ttft; mismatched={m['event_count_mismatches']} coalesced_frames={m['coalesced_frames']}"
+            entry[target] = m
+            cpu = f"{m['cpu_s_per_1k']:.4f}" if m["cpu_s_per_1k"] is not None else "-"
+            print(f"{scenario:<16}{target:<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
+                  f"{m['added_p99_ms']:>9.3f}{m['throughput_rps']:>10.0f}{cpu:>10}{m['errors']:>8}  {notes}")
         t, n = entry.get("tollgate"), entry.get("nginx")
         if t and n:
             entry["ratios_tollgate_over_nginx"] = {

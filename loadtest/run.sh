@@ -2,7 +2,7 @@
 # Side-by-side load harness: the same workloads against the mock directly, Tollgate in front of
 # it, and nginx in front of it, in ONE run. Prints one table (with Tollgate/nginx ratios) and
 # writes JSON under loadtest/results/. Loopback only; stops every process it started; bounded
-# (about three minutes).
+# (about four minutes).
 #
 #   loadtest/run.sh            full run
 #   QUICK=1 loadtest/run.sh    shorter phases, for a smoke check
@@ -10,9 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-secs=${SECONDS_PER_PHASE:-6}
+secs=${SECONDS_PER_PHASE:-4}
+rounds=${ROUNDS:-3}
 idle_streams=${IDLE_STREAMS:-5000}
-[ "${QUICK:-}" = 1 ] && { secs=2; idle_streams=500; }
+[ "${QUICK:-}" = 1 ] && { secs=2; rounds=1; idle_streams=500; }
 
 # --- tools -----------------------------------------------------------------------------------
 if ! command -v nginx >/dev/null; then
@@ -174,16 +175,16 @@ run_phase() { # scenario kind body args...
   done
 }
 
-echo "== open loop, non-streaming" >&2
-for rate in 500 1000 2000; do
-  run_phase "open_${rate}" fast "$body_fast" open --rate $rate --seconds "$secs"
-done
-echo "== closed loop, 64 connections, three rounds (the report keeps each target's median)" >&2
-for round in 1 2 3; do
+# Every timed scenario runs in $rounds rounds, targets alternating within each, so a noisy
+# moment lands on one round of one target; the report takes each metric's median over rounds.
+for round in $(seq "$rounds"); do
+  echo "== round $round of $rounds" >&2
+  for rate in 500 1000 2000; do
+    run_phase "open_${rate}" fast "$body_fast" open --rate $rate --seconds "$secs"
+  done
   run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
+  run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 done
-echo "== streaming, 32 events 5 ms apart" >&2
-run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 
 echo "== $idle_streams idle streams" >&2
 for target in direct tollgate nginx; do
