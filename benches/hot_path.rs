@@ -189,5 +189,65 @@ fn lookups(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sse, decode, tee, lookups);
+/// HTTP/1.1 heads: the client's request head in, the response head out, the upstream's
+/// response head in.
+fn heads(c: &mut Criterion) {
+    use tollgate::server::h1::head::{BodyFraming, encode_response, parse_request};
+    use tollgate::upstream::h1::codec::parse_head;
+
+    let request = Bytes::from_static(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway.internal:8080\r\nUser-Agent: OpenAI/Python 1.99.0\r\n\
+          Accept: application/json\r\nContent-Type: application/json\r\nAuthorization: Bearer sk-tenant-777\r\n\
+          X-Stainless-Lang: python\r\nX-User-Id: user-42\r\nContent-Length: 1024\r\n\r\n",
+    );
+    let answer = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 812\r\n\
+          date: Sat, 28 Nov 2026 03:00:00 GMT\r\nx-request-id: req-abc\r\n\r\n",
+    );
+    let mut group = c.benchmark_group("http1_head");
+    group.throughput(Throughput::Bytes(request.len() as u64));
+    group.bench_function("parse_request", |b| {
+        b.iter(|| {
+            let mut buf = bytes::BytesMut::from(&request[..]);
+            parse_request(&mut buf, 64 * 1024).map(|h| h.map(|h| h.headers.len()))
+        })
+    });
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-tollgate-request-id",
+        http::HeaderValue::from_static("0123456789abcdef"),
+    );
+    headers.insert("x-tollgate-route", http::HeaderValue::from_static("gpt-4o"));
+    let mut out = Vec::with_capacity(256);
+    let encode = |out: &mut Vec<u8>, headers: &http::HeaderMap| {
+        encode_response(
+            out,
+            http::StatusCode::OK,
+            headers,
+            BodyFraming::Length(812),
+            true,
+            false,
+            b"Sat, 28 Nov 2026 03:00:00 GMT",
+        );
+        out.len()
+    };
+    group.throughput(Throughput::Bytes(encode(&mut out, &headers) as u64));
+    group.bench_function("encode_response", |b| {
+        b.iter(|| encode(&mut out, black_box(&headers)))
+    });
+    group.throughput(Throughput::Bytes(answer.len() as u64));
+    group.bench_function("parse_upstream_response", |b| {
+        b.iter(|| {
+            let mut buf = bytes::BytesMut::from(&answer[..]);
+            parse_head(&mut buf).map(|h| h.map(|h| h.headers.len()))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sse, decode, tee, lookups, heads);
 criterion_main!(benches);

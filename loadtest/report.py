@@ -115,7 +115,34 @@ def main(path):
     with open(target_json, "w") as handle:
         json.dump(summary, handle, indent=2)
     print(f"\nwritten: {target_json}")
+    return summary
+
+
+def problems(summary, expected_streams):
+    """What makes a run unusable: a missing target, failed requests, lost or extra events,
+    streams that were not all held open."""
+    found = []
+    for scenario, entry in summary["scenarios"].items():
+        for target in ("direct", "tollgate", "nginx"):
+            m = entry.get(target)
+            if m is None:
+                found.append(f"{scenario}: no result for {target}")
+                continue
+            if m["errors"]:
+                found.append(f"{scenario}/{target}: {m['errors']} errors")
+            if m["event_count_mismatches"]:
+                found.append(f"{scenario}/{target}: {m['event_count_mismatches']} streams with the wrong event count")
+    for target, memory in summary["memory"].items():
+        if memory["streams_still_open"] != expected_streams:
+            found.append(f"idle_streams/{target}: {memory['streams_still_open']} of {expected_streams} streams held")
+    return found
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    summary = main(sys.argv[1])
+    # `--check N`: exit non-zero unless the run is complete and clean with N held streams.
+    if len(sys.argv) > 3 and sys.argv[2] == "--check":
+        issues = problems(summary, int(sys.argv[3]))
+        for issue in issues:
+            print(f"check failed: {issue}", file=sys.stderr)
+        sys.exit(1 if issues else 0)

@@ -6,6 +6,7 @@
 #
 #   loadtest/run.sh            full run
 #   QUICK=1 loadtest/run.sh    shorter phases, for a smoke check
+#   CHECK=1 ...                exit non-zero if any request failed or any stream lost events
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -209,4 +210,9 @@ for target in tollgate nginx; do
   echo "{\"scenario\":\"peak_rss\",\"target\":\"$target\",\"rss_kb\":$(rss_kb "$(proxy_pid $target)" VmHWM)}" >>"$out"
 done
 
-python3 loadtest/report.py "$out"
+# CHECK=1: fail the run unless every target answered every request and held every stream.
+if [ "${CHECK:-}" = 1 ]; then
+  python3 loadtest/report.py "$out" --check "$idle_streams"
+else
+  python3 loadtest/report.py "$out"
+fi

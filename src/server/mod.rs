@@ -1,6 +1,6 @@
 //! Listeners and connections: accept, serve HTTP/1.1 and h2, drain on shutdown.
 
-mod h1;
+pub mod h1;
 mod inbound;
 mod listener;
 mod prefixed;

@@ -14,7 +14,7 @@
 
 pub mod body;
 mod date;
-mod head;
+pub mod head;
 mod io;
 
 use std::convert::Infallible;
