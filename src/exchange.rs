@@ -10,7 +10,7 @@ use http::Method;
 use tokio::time::Instant;
 
 use crate::auth::Tenant;
-use crate::snapshot::{Route, Snapshot};
+use crate::snapshot::{Route, Snapshot, Version};
 
 /// A request id: random, printed as 16 hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub struct Exchange {
     pub snapshot: OnceLock<Arc<Snapshot>>,
     pub tenant: OnceLock<Arc<Tenant>>,
     pub route: OnceLock<Arc<Route>>,
+    /// Index of the route version serving the request, in `route.versions`.
+    pub version: OnceLock<usize>,
 }
 
 impl Exchange {
@@ -59,12 +61,19 @@ impl Exchange {
             snapshot: OnceLock::new(),
             tenant: OnceLock::new(),
             route: OnceLock::new(),
+            version: OnceLock::new(),
         }
     }
 
     /// The snapshot this request uses. Set by the snapshot layer before any handler runs.
     pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
         self.snapshot.get()
+    }
+
+    /// The route version serving the request, once the route is chosen.
+    pub fn version(&self) -> Option<&Version> {
+        let route = self.route.get()?;
+        route.versions.get(*self.version.get()?)
     }
 }
 

@@ -42,17 +42,23 @@ async fn metrics_count_requests_by_route_and_status() {
             .starts_with("text/plain; version=0.0.4")
     );
     assert_eq!(
-        sample(&text, "tollgate_requests_total{route=\"m\",status=\"200\"}"),
+        sample(
+            &text,
+            "tollgate_requests_total{route=\"m\",version=\"default\",status=\"200\"}"
+        ),
         3.0
     );
     assert_eq!(
-        sample(&text, "tollgate_requests_total{route=\"\",status=\"404\"}"),
+        sample(
+            &text,
+            "tollgate_requests_total{route=\"\",version=\"\",status=\"404\"}"
+        ),
         1.0
     );
     assert_eq!(
         sample(
             &text,
-            "tollgate_request_duration_seconds_count{route=\"m\"}"
+            "tollgate_request_duration_seconds_count{route=\"m\",version=\"default\"}"
         ),
         3.0
     );

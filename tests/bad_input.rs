@@ -131,14 +131,14 @@ async fn each_kind_of_bad_body_gets_its_status_and_code() {
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_requests_total{route=\"\",status=\"400\"}"
+            "tollgate_requests_total{route=\"\",version=\"\",status=\"400\"}"
         ),
         7.0
     );
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_requests_total{route=\"\",status=\"413\"}"
+            "tollgate_requests_total{route=\"\",version=\"\",status=\"413\"}"
         ),
         1.0
     );

@@ -187,7 +187,10 @@ async fn refused_heads_get_400_in_the_openai_dialect_and_a_metric() {
         cases.len() as f64
     );
     assert_eq!(
-        sample(&text, "tollgate_requests_total{route=\"\",status=\"400\"}"),
+        sample(
+            &text,
+            "tollgate_requests_total{route=\"\",version=\"\",status=\"400\"}"
+        ),
         cases.len() as f64
     );
 }

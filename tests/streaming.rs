@@ -81,7 +81,7 @@ async fn usage_is_requested_upstream_and_kept_only_when_the_client_asked() {
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_tokens_total{route=\"m\",type=\"output\"}"
+            "tollgate_tokens_total{route=\"m\",version=\"default\",type=\"output\"}"
         ),
         6.0
     );

@@ -22,6 +22,8 @@ pub struct RequestFields<'a> {
     pub stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage: true`).
     pub include_usage: bool,
+    /// The OpenAI `user` field: an end-user id, a stickiness key for routes that ask for it.
+    pub user: Option<Cow<'a, str>>,
     model_span: Range<usize>,
     stream_options: Option<(&'a RawValue, Range<usize>)>,
     /// Offset of the closing `}` of the top-level object.
@@ -33,6 +35,7 @@ struct RawFields<'a> {
     model: Option<&'a RawValue>,
     stream: Option<&'a RawValue>,
     stream_options: Option<&'a RawValue>,
+    user: Option<&'a RawValue>,
     duplicate: Option<&'static str>,
 }
 
@@ -52,6 +55,7 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                         Field::Model => (&mut fields.model, "model"),
                         Field::Stream => (&mut fields.stream, "stream"),
                         Field::StreamOptions => (&mut fields.stream_options, "stream_options"),
+                        Field::User => (&mut fields.user, "user"),
                         Field::Other => continue,
                     };
                     // A repeated key could make the gateway and the upstream read different
@@ -72,6 +76,7 @@ enum Field {
     Model,
     Stream,
     StreamOptions,
+    User,
     Other,
 }
 
@@ -88,6 +93,7 @@ impl<'de> de::Deserialize<'de> for Field {
                     "model" => Field::Model,
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
+                    "user" => Field::User,
                     _ => Field::Other,
                 })
             }
@@ -195,6 +201,12 @@ impl<'a> RequestFields<'a> {
             Some("true") => true,
             Some(_) => return Err(invalid("stream", "`stream` must be a boolean")),
         };
+        let user = match raw.user.filter(|v| v.get() != "null") {
+            None => None,
+            Some(value) => {
+                Some(json_str(value).map_err(|_| invalid("user", "`user` must be a string"))?)
+            }
+        };
         let mut include_usage = false;
         let mut stream_options = None;
         if let Some(options) = raw.stream_options.filter(|v| v.get() != "null") {
@@ -218,6 +230,7 @@ impl<'a> RequestFields<'a> {
             model,
             stream,
             include_usage,
+            user,
             stream_options,
             object_end,
         })

@@ -1,5 +1,6 @@
 //! The client-facing OpenAI surface: decode the request, pick the route, hand it to a provider.
 
+pub mod choose;
 pub mod decode;
 mod request_body;
 
@@ -62,7 +63,7 @@ async fn handle(req: ApiRequest) -> Result<Response<GatewayBody>, GatewayError> 
         path => {
             return Err(GatewayError::new(
                 ErrorKind::UnknownPath,
-                format!("unknown URL {}", truncate(path, 200)),
+                format!("unknown URL {}", choose::truncate(path, 200)),
             ));
         }
     };
@@ -77,13 +78,6 @@ fn method_not_allowed(allowed: &str) -> GatewayError {
         ErrorKind::MethodNotAllowed,
         format!("this URL accepts {allowed} only"),
     )
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
 }
 
 fn snapshot_of(exchange: &Exchange) -> Result<&Arc<crate::snapshot::Snapshot>, GatewayError> {
@@ -117,30 +111,26 @@ async fn generate(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let ApiRequest { exchange, http } = req;
     let snapshot = snapshot_of(&exchange)?.clone();
-    let body = request_body::read(http, &snapshot.limits).await?;
+    let (parts, body) = http.into_parts();
+    let body = request_body::read(&parts.headers, body, &snapshot.limits).await?;
     let fields = RequestFields::parse(&body)?;
-    let route = snapshot.routes.get(fields.model.as_ref()).ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::ModelNotFound,
-            format!(
-                "the model `{}` does not exist",
-                truncate(&fields.model, 200)
-            ),
-        )
-        .with_param("model")
-    })?;
-    if !tenant_of(&exchange)?.may_use(route.index) {
-        return Err(GatewayError::new(
-            ErrorKind::ModelNotAllowed,
-            format!("this key may not use the model `{}`", route.alias),
-        )
-        .with_param("model"));
-    }
-    let _ = exchange.route.set(route.clone());
+    let wanted = choose::Wanted {
+        model: &fields.model,
+        user: fields.user.as_deref(),
+        headers: &parts.headers,
+    };
+    let (route, index) = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
+    let _ = exchange.route.set(route);
+    let _ = exchange.version.set(index);
+    let version = exchange
+        .version()
+        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "version not recorded"))?;
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
     let strip_usage = stream && !fields.include_usage;
-    let upstream_body = fields.upstream_body(&body, route.upstream_model.as_deref(), stream)?;
+    let rewrite =
+        (*fields.model != *version.upstream_model).then_some(&*version.upstream_model_json);
+    let upstream_body = fields.upstream_body(&body, rewrite, stream)?;
     drop(fields);
     let out = Outbound {
         surface,
@@ -149,18 +139,18 @@ async fn generate(
         strip_usage,
         arrived: exchange.arrived,
     };
-    match &route.provider {
+    match &version.provider {
         Provider::Openai(provider) => {
-            upstream::forward(provider, route, &snapshot.limits, out).await
+            upstream::forward(provider, version, &snapshot.limits, out).await
         }
-        Provider::Demo(provider) => demo_answer(provider, route, out).await,
+        Provider::Demo(provider) => demo_answer(provider, version, out).await,
     }
 }
 
 /// Answers from the built-in demo provider, through the same tee as real upstreams.
 async fn demo_answer(
     provider: &demo::DemoProvider,
-    route: &crate::snapshot::Route,
+    version: &crate::snapshot::Version,
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let mut stats = ExchangeStats {
@@ -178,7 +168,7 @@ async fn demo_answer(
     };
     let plan = DemoPlan::new(provider, kind, &out.body)?;
     if out.stream {
-        let timeouts = StreamTimeouts::from_now(&route.timeouts);
+        let timeouts = StreamTimeouts::from_now(&version.timeouts);
         let source = Source::Demo(DemoStream::new(plan, provider));
         let tee = Tee::new(source, out.strip_usage, timeouts, out.arrived);
         let mut response = Response::new(GatewayBody::stream(tee, stats));

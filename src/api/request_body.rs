@@ -2,15 +2,18 @@
 
 use crate::server::InboundBody;
 use bytes::Bytes;
-use http::{Request, header};
+use http::{HeaderMap, header};
 use http_body_util::{BodyExt, Limited};
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::snapshot::Limits;
 
 /// Checks the content type and reads the body of a JSON request.
-pub async fn read(request: Request<InboundBody>, limits: &Limits) -> Result<Bytes, GatewayError> {
-    let headers = request.headers();
+pub async fn read(
+    headers: &HeaderMap,
+    body: InboundBody,
+    limits: &Limits,
+) -> Result<Bytes, GatewayError> {
     if let Some(value) = headers.get(header::CONTENT_TYPE) {
         let essence = value
             .to_str()
@@ -44,7 +47,7 @@ pub async fn read(request: Request<InboundBody>, limits: &Limits) -> Result<Byte
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
-    let limited = Limited::new(request.into_body(), limits.max_body_bytes);
+    let limited = Limited::new(body, limits.max_body_bytes);
     match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
         Err(_) => Err(GatewayError::new(
             ErrorKind::BodyReadTimeout,

@@ -25,6 +25,8 @@ pub struct Tenant {
     allowed: Box<[bool]>,
     /// The `GET /v1/models` answer for this tenant, built once per snapshot.
     pub models_body: Bytes,
+    /// May pin a route version (`x-tollgate-version`, or `model: "alias@version"`).
+    pub may_pin: bool,
 }
 
 impl Tenant {
@@ -53,7 +55,14 @@ impl Tenant {
             name: name.into(),
             allowed: allowed.into_boxed_slice(),
             models_body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            may_pin: false,
         }
+    }
+
+    /// Lets this tenant pin route versions, or not.
+    pub fn with_pinning(mut self, may_pin: bool) -> Self {
+        self.may_pin = may_pin;
+        self
     }
 
     pub fn may_use(&self, route_index: usize) -> bool {

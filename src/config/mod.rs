@@ -5,6 +5,7 @@
 //! rules) happen in `snapshot::compile`, which reports the offending key path.
 
 mod duration;
+mod routes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
+pub use routes::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 
 /// The whole config file.
 #[derive(Debug, Deserialize)]
@@ -107,6 +109,10 @@ pub struct TenantConfig {
     pub key_hashes: Vec<String>,
     /// Model aliases this tenant may use; `"*"` means all.
     pub models: Vec<String>,
+    /// May pin a route version with `x-tollgate-version` or `model: "alias@version"`
+    /// (release engineers, evaluation jobs). Off by default.
+    #[serde(default)]
+    pub pin_versions: bool,
 }
 
 /// An upstream provider, selected by `type`.
@@ -185,41 +191,6 @@ impl Default for DemoProviderConfig {
             inter_token: ConfigDuration::from_millis(20),
             tokens: 24,
             embedding_dims: 16,
-        }
-    }
-}
-
-/// A model alias clients put in `model`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Name of an entry under `providers`.
-    pub provider: String,
-    /// Model name sent upstream; defaults to the alias (TGI needs `tgi`).
-    #[serde(default)]
-    pub upstream_model: Option<String>,
-    #[serde(default)]
-    pub timeouts: TimeoutsConfig,
-}
-
-/// Per-route upstream timeouts.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TimeoutsConfig {
-    /// Until the upstream answers with headers and, when streaming, its first event.
-    pub first_token: ConfigDuration,
-    /// Longest silence between two upstream body chunks once the answer has begun.
-    pub idle: ConfigDuration,
-    /// The whole upstream exchange, body included.
-    pub total: ConfigDuration,
-}
-
-impl Default for TimeoutsConfig {
-    fn default() -> Self {
-        Self {
-            first_token: ConfigDuration::from_secs(60),
-            idle: ConfigDuration::from_secs(30),
-            total: ConfigDuration::from_secs(600),
         }
     }
 }

@@ -56,9 +56,11 @@ pub enum ErrorKind {
     MethodNotAllowed,
     UnknownPath,
     ModelNotFound,
+    VersionNotFound,
     MissingApiKey,
     InvalidApiKey,
     ModelNotAllowed,
+    VersionPinNotAllowed,
     UnsupportedParameter,
     UpstreamConnect,
     UpstreamTimeout,
@@ -73,7 +75,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::MalformedRequest,
         ErrorKind::HeadersTooLarge,
         ErrorKind::HeaderReadTimeout,
@@ -87,9 +89,11 @@ impl ErrorKind {
         ErrorKind::MethodNotAllowed,
         ErrorKind::UnknownPath,
         ErrorKind::ModelNotFound,
+        ErrorKind::VersionNotFound,
         ErrorKind::MissingApiKey,
         ErrorKind::InvalidApiKey,
         ErrorKind::ModelNotAllowed,
+        ErrorKind::VersionPinNotAllowed,
         ErrorKind::UnsupportedParameter,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
@@ -120,9 +124,11 @@ impl ErrorKind {
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", Fault::Client),
             UnknownPath => (StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", Fault::Client),
             ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found", Fault::Client),
+            VersionNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "version_not_found", Fault::Client),
             MissingApiKey => (StatusCode::UNAUTHORIZED, "authentication_error", "missing_api_key", Fault::Client),
             InvalidApiKey => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key", Fault::Client),
             ModelNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "model_not_allowed", Fault::Policy),
+            VersionPinNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "version_pin_not_allowed", Fault::Policy),
             UnsupportedParameter => (StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_parameter", Fault::Client),
             UpstreamConnect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", Fault::Upstream),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", Fault::Upstream),

@@ -4,8 +4,10 @@
 //! the snapshot once and uses it to the end, so it sees the old state or the new, never a mix.
 
 mod layer;
+mod routes;
 
 pub use layer::{LoadSnapshot, SnapshotLayer};
+pub use routes::{DEFAULT_VERSION, Route, Version};
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -13,13 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{KeyTable, Tenant};
-use crate::config::{Config, ProviderConfig, TimeoutsConfig};
+use crate::config::{Config, ProviderConfig};
 use crate::providers::{DemoProvider, OpenAiProvider, Provider};
-use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::metrics::Metrics;
 
 /// The one holder of live state.
 pub type Live = Arc<ArcSwap<Snapshot>>;
@@ -30,21 +31,6 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
     pub body_read_timeout: Duration,
-}
-
-/// A model alias, compiled.
-#[derive(Debug)]
-pub struct Route {
-    pub alias: Box<str>,
-    /// The alias as a response header value, validated once.
-    pub alias_header: http::HeaderValue,
-    /// Dense index, for per-tenant permission bitsets.
-    pub index: usize,
-    pub provider: Provider,
-    /// The upstream model as a JSON string literal, when it differs from the alias.
-    pub upstream_model: Option<Bytes>,
-    pub timeouts: TimeoutsConfig,
-    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Everything a request needs, compiled from one config file.
@@ -105,58 +91,8 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
 
     let mut routes = HashMap::new();
     for (index, (alias, route)) in config.routes.iter().enumerate() {
-        let path = format!("routes.{alias}");
-        if alias.is_empty() || alias.contains('@') {
-            return Err(problem(
-                path,
-                "an alias must be non-empty and must not contain `@`",
-            ));
-        }
-        let alias_header = http::HeaderValue::try_from(alias.as_str()).map_err(|_| {
-            problem(
-                &path,
-                "an alias must be printable ASCII (it is sent back in a header)",
-            )
-        })?;
-        let provider = providers.get(route.provider.as_str()).ok_or_else(|| {
-            problem(
-                format!("{path}.provider"),
-                format!("no provider named `{}` under providers", route.provider),
-            )
-        })?;
-        let timeouts = route.timeouts;
-        for (key, value) in [
-            ("first_token", timeouts.first_token),
-            ("idle", timeouts.idle),
-            ("total", timeouts.total),
-        ] {
-            if value.0.is_zero() {
-                return Err(problem(
-                    format!("{path}.timeouts.{key}"),
-                    "must be greater than zero",
-                ));
-            }
-        }
-        let upstream_model = match &route.upstream_model {
-            Some(model) if model != alias => {
-                Some(Bytes::from(serde_json::to_vec(model).map_err(|e| {
-                    problem(format!("{path}.upstream_model"), e.to_string())
-                })?))
-            }
-            _ => None,
-        };
-        routes.insert(
-            alias.as_str().into(),
-            Arc::new(Route {
-                alias: alias.as_str().into(),
-                alias_header,
-                index,
-                provider: provider.clone(),
-                upstream_model,
-                timeouts,
-                metrics: metrics.route(alias),
-            }),
-        );
+        let compiled = routes::compile(alias, index, route, &providers, metrics)?;
+        routes.insert(alias.as_str().into(), Arc::new(compiled));
     }
 
     let aliases: BTreeSet<&str> = config.routes.keys().map(String::as_str).collect();
@@ -179,12 +115,10 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
                 ));
             }
         }
-        let compiled = Arc::new(Tenant::new(
-            &tenant.name,
-            &tenant.models,
-            &aliases,
-            &route_index,
-        ));
+        let compiled = Arc::new(
+            Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index)
+                .with_pinning(tenant.pin_versions),
+        );
         for (k, hash) in tenant.key_hashes.iter().enumerate() {
             keys.insert(hash, compiled.clone())
                 .map_err(|why| problem(format!("{path}.key_hashes[{k}]"), why))?;
@@ -200,7 +134,10 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
             body_read_timeout: config.server.body_read_timeout.0,
         },
         keys: config.auth.enabled.then_some(keys),
-        anonymous: Arc::new(Tenant::new("anonymous", &all, &aliases, &route_index)),
+        // Auth off is loopback only: a developer's machine or a test, where pinning is fine.
+        anonymous: Arc::new(
+            Tenant::new("anonymous", &all, &aliases, &route_index).with_pinning(true),
+        ),
         routes,
     })
 }
@@ -261,9 +198,9 @@ mod tests {
     fn upstream_model_is_precomputed_as_json() {
         let snap = compile_yaml(&format!("{DEMO}routes:\n  m:\n    provider: d\n    upstream_model: tgi\n  same:\n    provider: d\n    upstream_model: same\n")).unwrap();
         assert_eq!(
-            snap.routes["m"].upstream_model.as_deref(),
-            Some(&b"\"tgi\""[..])
+            &snap.routes["m"].versions[0].upstream_model_json[..],
+            b"\"tgi\""
         );
-        assert_eq!(snap.routes["same"].upstream_model, None);
+        assert_eq!(&*snap.routes["same"].versions[0].upstream_model, "same");
     }
 }

@@ -31,8 +31,9 @@ pub fn record(
 ) {
     let duration = exchange.arrived.elapsed();
     let route = exchange.route.get();
-    let route_metrics = route
-        .map(|r| &r.metrics)
+    let version = exchange.version();
+    let route_metrics = version
+        .map(|v| &v.metrics)
         .unwrap_or_else(|| metrics.unrouted());
     route_metrics.record_status(status);
     route_metrics.duration.observe(duration);
@@ -54,6 +55,7 @@ pub fn record(
         status,
         tenant = exchange.tenant.get().map(|t| &*t.name),
         route = route.map(|r| &*r.alias),
+        route_version = version.map(|v| &*v.name),
         config_version = exchange.snapshot().map(|s| &*s.version),
         stream = stats.stream,
         upstream_status = stats.upstream_status,
@@ -148,6 +150,11 @@ where
                     .headers_mut()
                     .insert(ROUTE_HEADER, route.alias_header.clone());
             }
+            if let Some(version) = exchange.version() {
+                response
+                    .headers_mut()
+                    .insert(ROUTE_VERSION_HEADER, version.name_header.clone());
+            }
             let status = response.status().as_u16();
             response.body_mut().report_to(exchange, metrics, status);
         }
@@ -159,3 +166,5 @@ where
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-request-id");
 /// Response header naming the model alias that served the request.
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-route");
+/// Response header naming the route version that served the request.
+pub const ROUTE_VERSION_HEADER: HeaderName = HeaderName::from_static("x-tollgate-route-version");

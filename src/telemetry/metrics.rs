@@ -75,10 +75,12 @@ impl Histogram {
 const STATUS_MIN: u16 = 100;
 const STATUS_MAX: u16 = 599;
 
-/// Series for one model alias. Requests that never resolved a route use the alias `""`.
+/// Series for one version of one model alias. Requests that never resolved a route use the
+/// alias and version `""`.
 #[derive(Debug)]
 pub struct RouteMetrics {
-    alias: Box<str>,
+    /// `route="ALIAS",version="VERSION"`, escaped once.
+    labels: Box<str>,
     statuses: Box<[AtomicU64]>,
     pub duration: Histogram,
     pub ttft: Histogram,
@@ -87,9 +89,14 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    fn new(alias: &str) -> Self {
+    fn new(alias: &str, version: &str) -> Self {
         Self {
-            alias: alias.into(),
+            labels: format!(
+                "route=\"{}\",version=\"{}\"",
+                escape(alias),
+                escape(version)
+            )
+            .into(),
             statuses: (STATUS_MIN..=STATUS_MAX)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -111,10 +118,13 @@ impl RouteMetrics {
     }
 }
 
+/// (alias, version) of one set of route series.
+type SeriesKey = (Box<str>, Box<str>);
+
 /// All of the process's metrics. Lives as long as the process; snapshots hold handles into it.
 #[derive(Debug)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<Box<str>, Arc<RouteMetrics>>>,
+    routes: Mutex<BTreeMap<SeriesKey, Arc<RouteMetrics>>>,
     unrouted: Arc<RouteMetrics>,
     errors: Box<[AtomicU64]>,
     streams_active: AtomicU64,
@@ -131,20 +141,20 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             routes: Mutex::new(BTreeMap::new()),
-            unrouted: Arc::new(RouteMetrics::new("")),
+            unrouted: Arc::new(RouteMetrics::new("", "")),
             errors: ErrorKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             streams_active: AtomicU64::new(0),
             config_version: Mutex::new("".into()),
         }
     }
 
-    /// The series for `alias`, created on first use and kept across reloads. Called when a
-    /// snapshot is compiled, never per request.
-    pub fn route(&self, alias: &str) -> Arc<RouteMetrics> {
+    /// The series for `version` of `alias`, created on first use and kept across reloads.
+    /// Called when a snapshot is compiled, never per request.
+    pub fn route(&self, alias: &str, version: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         routes
-            .entry(alias.into())
-            .or_insert_with(|| Arc::new(RouteMetrics::new(alias)))
+            .entry((alias.into(), version.into()))
+            .or_insert_with(|| Arc::new(RouteMetrics::new(alias, version)))
             .clone()
     }
 
@@ -189,7 +199,7 @@ impl Metrics {
             &mut out,
             "tollgate_requests_total",
             "counter",
-            "Requests answered, by model alias and HTTP status.",
+            "Requests answered, by model alias, route version and HTTP status.",
         );
         for route in &routes {
             for (i, count) in route.statuses.iter().enumerate() {
@@ -198,8 +208,8 @@ impl Metrics {
                     let status = usize::from(STATUS_MIN) + i;
                     let _ = writeln!(
                         out,
-                        "tollgate_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
-                        escape(&route.alias)
+                        "tollgate_requests_total{{{},status=\"{status}\"}} {count}",
+                        route.labels
                     );
                 }
             }
@@ -212,11 +222,9 @@ impl Metrics {
             "Time from request arrival to the end of the response body.",
         );
         for route in &routes {
-            route.duration.encode(
-                &mut out,
-                "tollgate_request_duration_seconds",
-                &format!("route=\"{}\"", escape(&route.alias)),
-            );
+            route
+                .duration
+                .encode(&mut out, "tollgate_request_duration_seconds", &route.labels);
         }
 
         family(
@@ -229,7 +237,7 @@ impl Metrics {
             route.ttft.encode(
                 &mut out,
                 "tollgate_time_to_first_token_seconds",
-                &format!("route=\"{}\"", escape(&route.alias)),
+                &route.labels,
             );
         }
 
@@ -237,7 +245,7 @@ impl Metrics {
             &mut out,
             "tollgate_tokens_total",
             "counter",
-            "Tokens reported by upstreams, by model alias and direction.",
+            "Tokens reported by upstreams, by model alias, route version and direction.",
         );
         for route in &routes {
             for (kind, counter) in [
@@ -246,8 +254,8 @@ impl Metrics {
             ] {
                 let _ = writeln!(
                     out,
-                    "tollgate_tokens_total{{route=\"{}\",type=\"{kind}\"}} {}",
-                    escape(&route.alias),
+                    "tollgate_tokens_total{{{},type=\"{kind}\"}} {}",
+                    route.labels,
                     counter.load(Relaxed)
                 );
             }
@@ -338,42 +346,55 @@ mod tests {
     #[test]
     fn records_and_encodes_cumulative_buckets() {
         let metrics = Metrics::new();
-        let route = metrics.route("demo");
+        let route = metrics.route("demo", "default");
         route.record_status(200);
         route.record_status(200);
         route.record_status(404);
         route.duration.observe(Duration::from_micros(700));
         route.duration.observe(Duration::from_secs(100));
         let text = metrics.encode();
-        assert!(text.contains("tollgate_requests_total{route=\"demo\",status=\"200\"} 2"));
-        assert!(text.contains("tollgate_requests_total{route=\"demo\",status=\"404\"} 1"));
+        assert!(text.contains(
+            "tollgate_requests_total{route=\"demo\",version=\"default\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "tollgate_requests_total{route=\"demo\",version=\"default\",status=\"404\"} 1"
+        ));
         assert!(
             text.contains(
-                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.0005\"} 0"
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",version=\"default\",le=\"0.0005\"} 0"
             )
         );
         assert!(
             text.contains(
-                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"0.001\"} 1"
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",version=\"default\",le=\"0.001\"} 1"
             )
         );
         assert!(
             text.contains(
-                "tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"81.92\"} 1"
+                "tollgate_request_duration_seconds_bucket{route=\"demo\",version=\"default\",le=\"81.92\"} 1"
             )
         );
         assert!(
-            text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",le=\"+Inf\"} 2")
+            text.contains("tollgate_request_duration_seconds_bucket{route=\"demo\",version=\"default\",le=\"+Inf\"} 2")
         );
-        assert!(text.contains("tollgate_request_duration_seconds_count{route=\"demo\"} 2"));
+        assert!(text.contains(
+            "tollgate_request_duration_seconds_count{route=\"demo\",version=\"default\"} 2"
+        ));
     }
 
     #[test]
     fn route_series_survive_being_asked_for_again() {
         let metrics = Metrics::new();
-        metrics.route("a").record_status(200);
-        assert!(Arc::ptr_eq(&metrics.route("a"), &metrics.route("a")));
-        assert!(metrics.encode().contains("route=\"a\",status=\"200\"} 1"));
+        metrics.route("a", "v1").record_status(200);
+        assert!(Arc::ptr_eq(
+            &metrics.route("a", "v1"),
+            &metrics.route("a", "v1")
+        ));
+        assert!(
+            metrics
+                .encode()
+                .contains("route=\"a\",version=\"v1\",status=\"200\"} 1")
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::OpenAiProvider;
 use crate::providers::openai::Transport;
-use crate::snapshot::{Limits, Route};
+use crate::snapshot::{Limits, Version};
 use crate::upstream::client::HttpClient;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::openai_view::AnswerView;
@@ -50,14 +50,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONTENT_LENGTH,
 ];
 
-/// Sends `out` to `provider` for `route` and returns the client's response.
+/// Sends `out` to `provider` for `version` and returns the client's response.
 pub async fn forward(
     provider: &OpenAiProvider,
-    route: &Route,
+    version: &Version,
     limits: &Limits,
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let deadlines = StreamTimeouts::from_now(&route.timeouts);
+    let deadlines = StreamTimeouts::from_now(&version.timeouts);
     let accept = if out.stream {
         "text/event-stream"
     } else {

@@ -1,0 +1,115 @@
+//! Routes as written: a model alias, its versions and their weights, stickiness, timeouts.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::ConfigDuration;
+
+/// A model alias clients put in `model`. Either the short form (one upstream: `provider`,
+/// `upstream_model`) or `versions`, never both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Short form: the one version's provider (the version is named `default`).
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Short form: model name sent upstream; defaults to the alias (TGI needs `tgi`).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Timeouts for every version that does not set its own.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Named versions and their traffic weights.
+    #[serde(default)]
+    pub versions: BTreeMap<String, VersionConfig>,
+    /// What keeps a caller on one version while weights stay put: `tenant`, `user` (the
+    /// OpenAI `user` field) or `header:NAME`. Without it, each request draws by weight.
+    #[serde(default)]
+    pub sticky: Option<String>,
+}
+
+/// One version of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    pub provider: String,
+    /// Model name sent upstream; defaults to the alias.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Share of traffic, relative to the other versions; 0 takes only pinned requests.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Overrides the route's timeouts for this version.
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsConfig>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Where a sticky route finds its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StickyKey {
+    Tenant,
+    User,
+    Header(http::HeaderName),
+}
+
+impl StickyKey {
+    /// Parses `tenant`, `user` or `header:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "tenant" => Ok(StickyKey::Tenant),
+            "user" => Ok(StickyKey::User),
+            _ => match text.strip_prefix("header:") {
+                Some(name) => http::HeaderName::try_from(name.trim())
+                    .map(StickyKey::Header)
+                    .map_err(|_| format!("`{name}` is not a valid header name")),
+                None => Err("expected `tenant`, `user` or `header:NAME`".into()),
+            },
+        }
+    }
+}
+
+/// Per-route upstream timeouts.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Until the upstream answers with headers and, when streaming, its first event.
+    pub first_token: ConfigDuration,
+    /// Longest silence between two upstream body chunks once the answer has begun.
+    pub idle: ConfigDuration,
+    /// The whole upstream exchange, body included.
+    pub total: ConfigDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            first_token: ConfigDuration::from_secs(60),
+            idle: ConfigDuration::from_secs(30),
+            total: ConfigDuration::from_secs(600),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sticky_keys_parse() {
+        assert_eq!(StickyKey::parse("tenant"), Ok(StickyKey::Tenant));
+        assert_eq!(StickyKey::parse("user"), Ok(StickyKey::User));
+        assert_eq!(
+            StickyKey::parse("header:X-User-Id"),
+            Ok(StickyKey::Header(http::HeaderName::from_static(
+                "x-user-id"
+            )))
+        );
+        assert!(StickyKey::parse("header:bad name").is_err());
+        assert!(StickyKey::parse("cookie").is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! A model alias compiled: its versions, their split, and the per-request version choice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::{CompileError, problem};
+use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
+use crate::providers::Provider;
+use crate::routing::Split;
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
+
+/// The version name of a route written in the short form.
+pub const DEFAULT_VERSION: &str = "default";
+
+/// A model alias, compiled.
+#[derive(Debug)]
+pub struct Route {
+    pub alias: Box<str>,
+    /// The alias as a response header value, validated once.
+    pub alias_header: HeaderValue,
+    /// Dense index, for per-tenant permission bitsets.
+    pub index: usize,
+    pub versions: Box<[Version]>,
+    pub split: Split,
+    pub sticky: Option<StickyKey>,
+}
+
+/// One version of a route: where its traffic goes.
+#[derive(Debug)]
+pub struct Version {
+    pub name: Box<str>,
+    /// The name as a response header value (`x-tollgate-route-version`).
+    pub name_header: HeaderValue,
+    pub provider: Provider,
+    /// The model name sent upstream.
+    pub upstream_model: Box<str>,
+    /// The same as a JSON string literal, spliced into the body when the request's differs.
+    pub upstream_model_json: Bytes,
+    pub timeouts: TimeoutsConfig,
+    pub weight: u32,
+    pub metrics: Arc<RouteMetrics>,
+}
+
+impl Route {
+    /// The version named `name`.
+    pub fn version(&self, name: &str) -> Option<usize> {
+        self.versions.iter().position(|v| &*v.name == name)
+    }
+
+    /// The version for an unpinned request: by the sticky key's hash when there is one, else
+    /// by a random draw. `None` only if every weight is 0, which compile refuses.
+    pub fn choose(&self, sticky_key: Option<u64>) -> Option<usize> {
+        if self.versions.len() == 1 {
+            return Some(0);
+        }
+        match sticky_key {
+            Some(key) => self.split.pick_sticky(key),
+            None => self.split.pick_random(fastrand::u64(..)),
+        }
+    }
+}
+
+/// Compiles `routes.{alias}`.
+pub fn compile(
+    alias: &str,
+    index: usize,
+    route: &RouteConfig,
+    providers: &HashMap<&str, Provider>,
+    metrics: &Metrics,
+) -> Result<Route, CompileError> {
+    let path = format!("routes.{alias}");
+    if alias.is_empty() || alias.contains('@') {
+        return Err(problem(
+            path,
+            "an alias must be non-empty and must not contain `@`",
+        ));
+    }
+    let alias_header = HeaderValue::try_from(alias).map_err(|_| {
+        problem(
+            &path,
+            "an alias must be printable ASCII (it is sent back in a header)",
+        )
+    })?;
+    check_timeouts(&format!("{path}.timeouts"), &route.timeouts)?;
+
+    // The short form is one version named `default`.
+    let short;
+    let versions: Vec<(&str, &VersionConfig, String)> =
+        match (&route.provider, route.versions.is_empty()) {
+            (Some(_), false) => {
+                return Err(problem(
+                    &path,
+                    "write either `provider` (one upstream) or `versions`, not both",
+                ));
+            }
+            (None, true) => {
+                return Err(problem(&path, "a route needs `provider` or `versions`"));
+            }
+            (Some(provider), true) => {
+                short = VersionConfig {
+                    provider: provider.clone(),
+                    upstream_model: route.upstream_model.clone(),
+                    weight: 1,
+                    timeouts: None,
+                };
+                vec![(DEFAULT_VERSION, &short, path.clone())]
+            }
+            (None, false) => {
+                if route.upstream_model.is_some() {
+                    return Err(problem(
+                        format!("{path}.upstream_model"),
+                        "with `versions`, each version names its own upstream_model",
+                    ));
+                }
+                route
+                    .versions
+                    .iter()
+                    .map(|(name, v)| (name.as_str(), v, format!("{path}.versions.{name}")))
+                    .collect()
+            }
+        };
+
+    let mut compiled = Vec::with_capacity(versions.len());
+    for (name, version, vpath) in versions {
+        compiled.push(compile_version(
+            alias, name, version, route, providers, metrics, &vpath,
+        )?);
+    }
+    let split = Split::new(alias, compiled.iter().map(|v| (&*v.name, v.weight)));
+    if split.total() == 0 {
+        return Err(problem(
+            format!("{path}.versions"),
+            "every weight is 0: at least one version must take unpinned traffic",
+        ));
+    }
+    let sticky = route
+        .sticky
+        .as_deref()
+        .map(StickyKey::parse)
+        .transpose()
+        .map_err(|why| problem(format!("{path}.sticky"), why))?;
+    Ok(Route {
+        alias: alias.into(),
+        alias_header,
+        index,
+        versions: compiled.into(),
+        split,
+        sticky,
+    })
+}
+
+fn compile_version(
+    alias: &str,
+    name: &str,
+    version: &VersionConfig,
+    route: &RouteConfig,
+    providers: &HashMap<&str, Provider>,
+    metrics: &Metrics,
+    path: &str,
+) -> Result<Version, CompileError> {
+    if name.is_empty() || name.contains('@') {
+        return Err(problem(
+            path,
+            "a version name must be non-empty and must not contain `@`",
+        ));
+    }
+    let name_header = HeaderValue::try_from(name)
+        .map_err(|_| problem(path, "a version name must be printable ASCII"))?;
+    let provider = providers.get(version.provider.as_str()).ok_or_else(|| {
+        problem(
+            format!("{path}.provider"),
+            format!("no provider named `{}` under providers", version.provider),
+        )
+    })?;
+    let timeouts = version.timeouts.unwrap_or(route.timeouts);
+    check_timeouts(&format!("{path}.timeouts"), &timeouts)?;
+    let upstream_model = version.upstream_model.as_deref().unwrap_or(alias);
+    let upstream_model_json = serde_json::to_vec(upstream_model)
+        .map_err(|e| problem(format!("{path}.upstream_model"), e.to_string()))?;
+    Ok(Version {
+        name: name.into(),
+        name_header,
+        provider: provider.clone(),
+        upstream_model: upstream_model.into(),
+        upstream_model_json: upstream_model_json.into(),
+        timeouts,
+        weight: version.weight,
+        metrics: metrics.route(alias, name),
+    })
+}
+
+fn check_timeouts(path: &str, timeouts: &TimeoutsConfig) -> Result<(), CompileError> {
+    for (key, value) in [
+        ("first_token", timeouts.first_token),
+        ("idle", timeouts.idle),
+        ("total", timeouts.total),
+    ] {
+        if value.0.is_zero() {
+            return Err(problem(
+                format!("{path}.{key}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    Ok(())
+}
