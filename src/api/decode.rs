@@ -325,6 +325,19 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_user_field_for_stickiness() {
+        let fields = RequestFields::parse(br#"{"model":"m","user":"u-1"}"#).unwrap();
+        assert_eq!(fields.user.as_deref(), Some("u-1"));
+        let fields = RequestFields::parse(br#"{"model":"m","user":null}"#).unwrap();
+        assert_eq!(fields.user, None);
+        let err = RequestFields::parse(br#"{"model":"m","user":7}"#).unwrap_err();
+        assert_eq!(
+            (err.kind, err.param),
+            (ErrorKind::InvalidField, Some("user"))
+        );
+    }
+
+    #[test]
     fn unchanged_body_is_shared_not_copied() {
         let bytes = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
         let fields = RequestFields::parse(&bytes).unwrap();

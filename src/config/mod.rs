@@ -28,9 +28,9 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub providers: BTreeMap<String, ProviderConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub routes: BTreeMap<String, RouteConfig>,
 }
 
@@ -213,13 +213,19 @@ impl Config {
         let deserializer = serde_norway::Deserializer::from_str(text);
         serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            // The YAML parser starts its message with (part of) the same path; say it once.
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if path.starts_with(head) => rest.to_owned(),
+                _ => message,
+            };
             ConfigError::Invalid {
                 path: if path == "." {
                     "(top level)".into()
                 } else {
                     path
                 },
-                message: err.into_inner().to_string(),
+                message,
             }
         })
     }
@@ -231,6 +237,38 @@ impl Config {
         })?;
         Ok((Self::from_yaml(&text)?, text))
     }
+}
+
+/// Deserializes a map whose keys must be unique. YAML parsers keep the last of two equal
+/// keys; for routes and providers that would silently drop a definition, so it is refused.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct UniqueKeys<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for UniqueKeys<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map with unique keys")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{key}` is defined twice"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(UniqueKeys(std::marker::PhantomData))
 }
 
 #[cfg(test)]
@@ -261,6 +299,28 @@ mod tests {
         .to_string();
         assert!(err.contains("providers.v"), "{err}");
         assert!(err.contains("api_key"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_routes_providers_and_versions_are_refused() {
+        let demo = "providers:\n  d:\n    type: demo\n";
+        for (yaml, path) in [
+            (
+                format!("{demo}routes:\n  m:\n    provider: d\n  m:\n    provider: d\n"),
+                "routes",
+            ),
+            (format!("{demo}  d:\n    type: demo\n"), "providers"),
+            (
+                format!(
+                    "{demo}routes:\n  m:\n    versions:\n      v: {{provider: d}}\n      v: {{provider: d}}\n"
+                ),
+                "routes.m.versions",
+            ),
+        ] {
+            let err = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{path}: ")), "{err}");
+            assert!(err.contains("is defined twice"), "{err}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
     /// Named versions and their traffic weights.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub versions: BTreeMap<String, VersionConfig>,
     /// What keeps a caller on one version while weights stay put: `tenant`, `user` (the
     /// OpenAI `user` field) or `header:NAME`. Without it, each request draws by weight.

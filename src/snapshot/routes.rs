@@ -207,3 +207,74 @@ fn check_timeouts(path: &str, timeouts: &TimeoutsConfig) -> Result<(), CompileEr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::snapshot::{CompileError, Snapshot, compile};
+    use crate::telemetry::metrics::Metrics;
+
+    fn compile_routes(routes: &str) -> Result<Snapshot, CompileError> {
+        let yaml = format!(
+            "auth:\n  enabled: false\nproviders:\n  a:\n    type: demo\n  b:\n    type: demo\nroutes:\n{routes}"
+        );
+        let config = Config::from_yaml(&yaml).unwrap();
+        compile(&config, &yaml, &Metrics::new())
+    }
+
+    fn error_path(routes: &str) -> String {
+        compile_routes(routes).unwrap_err().path
+    }
+
+    #[test]
+    fn versions_compile_with_their_weights_and_models() {
+        let snap = compile_routes(
+            "  m:\n    sticky: tenant\n    versions:\n      v1: {provider: a, weight: 95}\n      v2: {provider: b, upstream_model: big, weight: 5}\n",
+        )
+        .unwrap();
+        let route = &snap.routes["m"];
+        assert_eq!(route.version("v2"), Some(1));
+        assert_eq!(&*route.versions[0].upstream_model, "m");
+        assert_eq!(&*route.versions[1].upstream_model_json, b"\"big\"");
+        assert_eq!(route.split.total(), 100);
+        assert!(route.sticky.is_some());
+    }
+
+    #[test]
+    fn check_names_each_mistake() {
+        let cases = [
+            (
+                "  m:\n    versions:\n      v1: {provider: nope}\n",
+                "routes.m.versions.v1.provider",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a, weight: 0}\n      v2: {provider: b, weight: 0}\n",
+                "routes.m.versions",
+            ),
+            (
+                "  m:\n    provider: a\n    versions:\n      v1: {provider: a}\n",
+                "routes.m",
+            ),
+            ("  m:\n    timeouts: {idle: 1s}\n", "routes.m"),
+            (
+                "  m:\n    provider: a\n    sticky: cookie\n",
+                "routes.m.sticky",
+            ),
+            (
+                "  m:\n    upstream_model: x\n    versions:\n      v1: {provider: a}\n",
+                "routes.m.upstream_model",
+            ),
+            (
+                "  m:\n    versions:\n      \"v@1\": {provider: a}\n",
+                "routes.m.versions.v@1",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a, timeouts: {total: 0s}}\n",
+                "routes.m.versions.v1.timeouts.total",
+            ),
+        ];
+        for (routes, path) in cases {
+            assert_eq!(error_path(routes), path, "{routes}");
+        }
+    }
+}
