@@ -107,7 +107,8 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn load(path: Option<PathBuf>) -> Result<(Config, String, String), String> {
+/// The config, its text, and the file it came from (`None`: the embedded default).
+fn load(path: Option<PathBuf>) -> Result<(Config, String, Option<PathBuf>), String> {
     let path = path.or_else(|| {
         Path::new(DEFAULT_CONFIG_PATH)
             .exists()
@@ -116,15 +117,11 @@ fn load(path: Option<PathBuf>) -> Result<(Config, String, String), String> {
     match path {
         Some(path) => {
             let (config, text) = Config::from_file(&path).map_err(|e| e.to_string())?;
-            Ok((config, text, path.display().to_string()))
+            Ok((config, text, Some(path)))
         }
         None => {
             let config = Config::from_yaml(EMBEDDED_CONFIG).map_err(|e| e.to_string())?;
-            Ok((
-                config,
-                EMBEDDED_CONFIG.to_owned(),
-                "(embedded default)".to_owned(),
-            ))
+            Ok((config, EMBEDDED_CONFIG.to_owned(), None))
         }
     }
 }
@@ -137,33 +134,44 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(config = %source, "loading config");
-    let gateway = match Gateway::start(&config, &text).await {
+    let started = match &source {
+        Some(path) => {
+            tracing::info!(config = %path.display(), "loading config; watching it for changes");
+            Gateway::start_from_file(&config, &text, path).await
+        }
+        None => {
+            tracing::info!(config = "(embedded default)", "loading config");
+            Gateway::start(&config, &text).await
+        }
+    };
+    let gateway = match started {
         Ok(gateway) => gateway,
         Err(err) => {
             tracing::error!(error = %err, "cannot start");
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    wait_for_signal(&gateway.shared.reloader).await;
     tracing::info!("shutting down: draining in-flight requests");
     gateway.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT; SIGHUP meanwhile asks for a config reload.
+async fn wait_for_signal(reloader: &crate::reload::Reloader) {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(mut term), Ok(mut int)) => {
+        (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
             tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => reloader.trigger(crate::reload::Trigger::Signal),
             }
-        }
+        },
         _ => {
             tracing::warn!("cannot install signal handlers; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod providers;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -213,6 +213,27 @@ async fn binary_reads_tollgate_config_logs_json_per_request_and_exits_cleanly_on
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let pid = child.id().to_string();
+    // SIGHUP reloads the config file; unchanged here, so the reload says so.
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = call(admin, get("/metrics", &[])).await.2;
+        if sample(&text, "tollgate_config_reloads_total{result=\"unchanged\"}") == 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -242,6 +263,7 @@ async fn binary_reads_tollgate_config_logs_json_per_request_and_exits_cleanly_on
     let stream = &access[0];
     assert_eq!(stream["status"], 200);
     assert_eq!(stream["route"], "m");
+    assert_eq!(stream["route_version"], "default");
     assert_eq!(stream["stream"], true);
     assert_eq!(stream["upstream_status"], 200);
     assert_eq!(stream["events"], 4);

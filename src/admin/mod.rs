@@ -1,6 +1,12 @@
-//! The admin listener: liveness, readiness and Prometheus metrics, apart from client traffic.
+//! The admin listener: liveness, readiness, Prometheus metrics, the active config and live
+//! reload, apart from client traffic.
 
-use std::future::{Ready, ready};
+mod control;
+
+pub use control::read_token;
+
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -15,7 +21,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::server::Shared;
 use crate::upstream::stats::ExchangeStats;
 
-/// Answers `/healthz`, `/readyz` and `/metrics`.
+/// Answers `/healthz`, `/readyz`, `/metrics`, `/admin/config` and `POST /admin/reload`.
 #[derive(Clone)]
 pub struct AdminService {
     shared: Arc<Shared>,
@@ -28,10 +34,10 @@ impl AdminService {
 
     fn answer(&self, req: &Request<Incoming>) -> Result<Response<GatewayBody>, GatewayError> {
         let path = req.uri().path();
-        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics" | "/admin/config") {
             return Err(GatewayError::new(
                 ErrorKind::UnknownPath,
-                "admin URLs: /healthz, /readyz, /metrics",
+                "admin URLs: /healthz, /readyz, /metrics, /admin/config, POST /admin/reload",
             ));
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -55,31 +61,57 @@ impl AdminService {
                 "text/plain",
                 Bytes::from_static(b"not ready\n"),
             ),
+            "/admin/config" => (
+                StatusCode::OK,
+                "application/json",
+                control::config_status(&self.shared),
+            ),
             _ => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 Bytes::from(self.shared.metrics.encode()),
             ),
         };
-        let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
-        *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        Ok(response)
+        Ok(respond(status, content_type, body))
     }
 }
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+type AdminFuture =
+    Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, GatewayError>> + Send>>;
 
 impl tower::Service<Request<Incoming>> for AdminService {
     type Response = Response<GatewayBody>;
     type Error = GatewayError;
-    type Future = Ready<Result<Response<GatewayBody>, GatewayError>>;
+    type Future = AdminFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        ready(self.answer(&req))
+        if req.uri().path() == "/admin/reload" {
+            let shared = self.shared.clone();
+            return Box::pin(async move {
+                if req.method() != Method::POST {
+                    return Err(GatewayError::new(
+                        ErrorKind::MethodNotAllowed,
+                        "/admin/reload accepts POST only",
+                    ));
+                }
+                let (status, body) = control::reload(&shared, req.headers()).await;
+                Ok(respond(status, "application/json", body))
+            });
+        }
+        let answer = self.answer(&req);
+        Box::pin(async move { answer })
     }
 }

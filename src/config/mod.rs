@@ -70,17 +70,24 @@ impl Default for ServerConfig {
     }
 }
 
-/// The admin listener (health, readiness, metrics).
-#[derive(Debug, Deserialize)]
+/// The admin listener (health, readiness, metrics, config and reload).
+#[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Environment variable holding the token that `POST /admin/reload` must present
+    /// (`Authorization: Bearer TOKEN`). Without a token, that endpoint is off.
+    pub token_env: Option<String>,
+    /// File holding that token (a mounted secret), as an alternative to `token_env`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_env: None,
+            token_file: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use sha2::{Digest, Sha256};
 
 use bytes::Bytes;
 
@@ -21,6 +22,9 @@ pub struct OpenAiProvider {
     /// Static headers for every upstream request, the API key among them (marked sensitive
     /// so it never shows in debug output).
     pub headers: HeaderMap,
+    /// Digest of the provider's config and the key it read. A reload keeps the running
+    /// provider, and so its pooled connections, while this is unchanged.
+    pub fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for OpenAiProvider {
@@ -141,6 +145,14 @@ impl OpenAiProvider {
                     .map_err(|err| ("ca_file".to_owned(), err))?,
             ),
         };
+        let mut digest = Sha256::new();
+        digest.update(format!("{cfg:?}").as_bytes());
+        for (name, value) in &headers {
+            digest.update(name.as_str().as_bytes());
+            digest.update(b"\0");
+            digest.update(value.as_bytes());
+            digest.update(b"\0");
+        }
         Ok(Self {
             name: name.into(),
             transport,
@@ -148,6 +160,7 @@ impl OpenAiProvider {
             completions,
             embeddings,
             headers,
+            fingerprint: digest.finalize().into(),
         })
     }
 

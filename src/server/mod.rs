@@ -7,6 +7,7 @@ mod prefixed;
 mod workers;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use crate::admin;
 use crate::config::Config;
 use crate::error::RescueLayer;
+use crate::reload::{self, ReloadStatus, Reloader};
 use crate::snapshot::{self, CompileError, Live};
 use crate::telemetry::metrics::Metrics;
 
@@ -38,6 +40,10 @@ pub type ApiStack = crate::telemetry::access_log::AccessLog<
 pub enum StartError {
     #[error("config does not compile: {0}")]
     Compile(#[from] CompileError),
+    #[error("admin token: {0}")]
+    AdminToken(String),
+    #[error("config: {0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,12 +51,18 @@ pub enum StartError {
     },
 }
 
-/// State shared with the admin listener.
+/// State shared with the admin listener and the reloader.
 pub struct Shared {
     pub live: Live,
     pub metrics: Arc<Metrics>,
     /// True once the first snapshot is compiled and the listeners are up; false while draining.
     pub ready: AtomicBool,
+    pub reloads: ReloadStatus,
+    pub reloader: Reloader,
+    /// The config file reloads read; `None` when the config came from elsewhere.
+    pub config_path: Option<PathBuf>,
+    /// SHA-256 of the admin token; `None` turns `POST /admin/reload` off.
+    pub admin_token: Option<[u8; 32]>,
 }
 
 /// A running gateway: its bound addresses and the handle that stops it. Dropping it without
@@ -70,15 +82,39 @@ fn bind_error(addr: SocketAddr) -> impl Fn(std::io::Error) -> StartError {
 impl Gateway {
     /// Compiles `config`, binds the listeners and starts the worker threads. Returns once
     /// every socket is bound; serving runs on the gateway's own threads, not the caller's.
+    /// Without a config file there is nothing to reload; see [`Gateway::start_from_file`].
     pub async fn start(config: &Config, text: &str) -> Result<Gateway, StartError> {
+        Self::start_with(config, text, None).await
+    }
+
+    /// Like [`Gateway::start`] for a config read from `path`, which is then watched: a change
+    /// to it, SIGHUP (see the binary) or `POST /admin/reload` reloads it live.
+    pub async fn start_from_file(
+        config: &Config,
+        text: &str,
+        path: &std::path::Path,
+    ) -> Result<Gateway, StartError> {
+        Self::start_with(config, text, Some(path.to_path_buf())).await
+    }
+
+    async fn start_with(
+        config: &Config,
+        text: &str,
+        config_path: Option<PathBuf>,
+    ) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let snapshot = snapshot::compile(config, text, &metrics)?;
         metrics.set_config_version(&snapshot.version);
         let live: Live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let (reloader, triggers) = reload::channel();
         let shared = Arc::new(Shared {
             live: live.clone(),
             metrics: metrics.clone(),
             ready: AtomicBool::new(false),
+            reloads: ReloadStatus::default(),
+            reloader: reloader.clone(),
+            config_path: config_path.clone(),
+            admin_token: admin::read_token(&config.admin).map_err(StartError::AdminToken)?,
         });
 
         let count = worker_count(config.server.workers);
@@ -123,6 +159,26 @@ impl Gateway {
                     Ok(listener) => listener::serve(listener, admin_service, limits, stop).await,
                     Err(err) => tracing::error!(error = %err, "admin cannot use its listener"),
                 }
+            });
+            workers.push(worker.map_err(bind_error(admin_addr))?);
+        }
+        if let Some(path) = config_path {
+            // What may not change without a restart is judged against the config as started.
+            let started = Config::from_yaml(text).map_err(|e| StartError::Config(e.to_string()))?;
+            let (stop, shared) = (shutdown_rx.clone(), shared.clone());
+            // Watching starts before `start` returns, so no change made after it is missed.
+            let watcher = match reload::watch_file(&path, reloader) {
+                Ok(watcher) => Some(watcher),
+                Err(err) => {
+                    tracing::warn!(error = %err, path = %path.display(), "cannot watch the config file; reload with SIGHUP or the admin API");
+                    None
+                }
+            };
+            let worker = Worker::spawn("tollgate-reload".into(), 0, move || async move {
+                // The watch lasts as long as this task: it ends with the gateway.
+                let _watcher = watcher;
+                let source = reload::Source { path, started };
+                reload::run(triggers, source, shared, stop).await;
             });
             workers.push(worker.map_err(bind_error(admin_addr))?);
         }

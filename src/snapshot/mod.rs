@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub keys: Option<KeyTable>,
     pub anonymous: Arc<Tenant>,
     pub routes: HashMap<Box<str>, Arc<Route>>,
+    /// By name; the next reload reuses the ones whose definition did not change.
+    pub providers: HashMap<Box<str>, Provider>,
 }
 
 /// A config that does not compile: the key path and why.
@@ -67,6 +69,17 @@ pub fn listeners(config: &Config) -> [SocketAddr; 2] {
 
 /// Compiles `config` (whose file text is `text`) into a snapshot.
 pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapshot, CompileError> {
+    recompile(config, text, metrics, None)
+}
+
+/// Compiles `config` to replace `previous`: a provider whose definition (and key) did not
+/// change is carried over as is, with its pooled upstream connections.
+pub fn recompile(
+    config: &Config,
+    text: &str,
+    metrics: &Metrics,
+    previous: Option<&Snapshot>,
+) -> Result<Snapshot, CompileError> {
     let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
 
     if !config.auth.enabled && !listeners(config).iter().all(|a| a.ip().is_loopback()) {
@@ -80,13 +93,19 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
     let mut providers: HashMap<&str, Provider> = HashMap::new();
     for (name, provider) in &config.providers {
         let compiled = match provider {
-            ProviderConfig::Openai(cfg) => Provider::Openai(Arc::new(
-                OpenAiProvider::compile(name, cfg, workers)
-                    .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?,
-            )),
+            ProviderConfig::Openai(cfg) => {
+                let fresh = OpenAiProvider::compile(name, cfg, workers)
+                    .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?;
+                match previous.and_then(|p| p.providers.get(name.as_str())) {
+                    Some(Provider::Openai(running)) if running.fingerprint == fresh.fingerprint => {
+                        Provider::Openai(running.clone())
+                    }
+                    _ => Provider::Openai(Arc::new(fresh)),
+                }
+            }
             ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(cfg))),
         };
-        providers.insert(name, compiled);
+        providers.insert(name.as_str(), compiled);
     }
 
     let mut routes = HashMap::new();
@@ -139,6 +158,10 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
             Tenant::new("anonymous", &all, &aliases, &route_index).with_pinning(true),
         ),
         routes,
+        providers: providers
+            .into_iter()
+            .map(|(name, provider)| (name.into(), provider))
+            .collect(),
     })
 }
 

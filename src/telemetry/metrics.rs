@@ -129,6 +129,32 @@ pub struct Metrics {
     errors: Box<[AtomicU64]>,
     streams_active: AtomicU64,
     config_version: Mutex<Box<str>>,
+    /// Reload outcomes: swapped, unchanged, failed.
+    reloads: [AtomicU64; 3],
+}
+
+/// How a reload ended, as the `result` label of `tollgate_config_reloads_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum ReloadResult {
+    Swapped,
+    Unchanged,
+    Failed,
+}
+
+impl ReloadResult {
+    const ALL: [ReloadResult; 3] = [
+        ReloadResult::Swapped,
+        ReloadResult::Unchanged,
+        ReloadResult::Failed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Swapped => "swapped",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Failed => "failed",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -145,6 +171,7 @@ impl Metrics {
             errors: ErrorKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             streams_active: AtomicU64::new(0),
             config_version: Mutex::new("".into()),
+            reloads: Default::default(),
         }
     }
 
@@ -176,6 +203,10 @@ impl Metrics {
 
     pub fn streams_active(&self) -> u64 {
         self.streams_active.load(Relaxed)
+    }
+
+    pub fn record_reload(&self, result: ReloadResult) {
+        self.reloads[result as usize].fetch_add(1, Relaxed);
     }
 
     pub fn set_config_version(&self, version: &str) {
@@ -310,6 +341,21 @@ impl Metrics {
             "tollgate_config_info{{version=\"{}\"}} 1",
             escape(&version)
         );
+
+        family(
+            &mut out,
+            "tollgate_config_reloads_total",
+            "counter",
+            "Config reloads by result: swapped in, unchanged, or refused (the old config stays).",
+        );
+        for result in ReloadResult::ALL {
+            let _ = writeln!(
+                out,
+                "tollgate_config_reloads_total{{result=\"{}\"}} {}",
+                result.label(),
+                self.reloads[result as usize].load(Relaxed)
+            );
+        }
 
         family(
             &mut out,
