@@ -4,6 +4,7 @@
 //! written when the response body ends, after the handler has returned, so what the layers
 //! learned (snapshot, tenant, route) has to outlive them.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use http::Method;
@@ -47,8 +48,11 @@ pub struct Exchange {
     pub snapshot: OnceLock<Arc<Snapshot>>,
     pub tenant: OnceLock<Arc<Tenant>>,
     pub route: OnceLock<Arc<Route>>,
-    /// Index of the route version serving the request, in `route.versions`.
-    pub version: OnceLock<usize>,
+    /// Index of the route version serving the request, in `route.versions` (`usize::MAX`
+    /// until chosen). It changes when a fallback takes over.
+    version: AtomicUsize,
+    /// Upstream attempts made (more than one after retries or fallbacks).
+    attempts: AtomicUsize,
 }
 
 impl Exchange {
@@ -61,7 +65,8 @@ impl Exchange {
             snapshot: OnceLock::new(),
             tenant: OnceLock::new(),
             route: OnceLock::new(),
-            version: OnceLock::new(),
+            version: AtomicUsize::new(usize::MAX),
+            attempts: AtomicUsize::new(0),
         }
     }
 
@@ -73,7 +78,18 @@ impl Exchange {
     /// The route version serving the request, once the route is chosen.
     pub fn version(&self) -> Option<&Version> {
         let route = self.route.get()?;
-        route.versions.get(*self.version.get()?)
+        route.versions.get(self.version.load(Relaxed))
+    }
+
+    /// Records that an attempt goes to version `index` of the route.
+    pub fn start_attempt(&self, index: usize) {
+        self.version.store(index, Relaxed);
+        self.attempts.fetch_add(1, Relaxed);
+    }
+
+    /// Upstream attempts made so far.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Relaxed)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The client-facing OpenAI surface: decode the request, pick the route, hand it to a provider.
 
+mod attempts;
 pub mod choose;
 pub mod decode;
 mod request_body;
@@ -119,29 +120,40 @@ async fn generate(
         user: fields.user.as_deref(),
         headers: &parts.headers,
     };
-    let (route, index) = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
-    let _ = exchange.route.set(route);
-    let _ = exchange.version.set(index);
-    let version = exchange
-        .version()
-        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "version not recorded"))?;
+    let (route, first) = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
+    let _ = exchange.route.set(route.clone());
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
-    let strip_usage = stream && !fields.include_usage;
+    let request = attempts::Request {
+        fields: &fields,
+        body: &body,
+        surface,
+        stream,
+        strip_usage: stream && !fields.include_usage,
+        limits: &snapshot.limits,
+    };
+    attempts::run(&exchange, &route, first, &request).await
+}
+
+/// One attempt at `version`: its provider, its upstream model, its timeouts.
+async fn attempt(
+    exchange: &Exchange,
+    version: &crate::snapshot::Version,
+    request: &attempts::Request<'_>,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let fields = request.fields;
     let rewrite =
         (*fields.model != *version.upstream_model).then_some(&*version.upstream_model_json);
-    let upstream_body = fields.upstream_body(&body, rewrite, stream)?;
-    drop(fields);
     let out = Outbound {
-        surface,
-        body: upstream_body,
-        stream,
-        strip_usage,
+        surface: request.surface,
+        body: fields.upstream_body(request.body, rewrite, request.stream)?,
+        stream: request.stream,
+        strip_usage: request.strip_usage,
         arrived: exchange.arrived,
     };
     match &version.provider {
         Provider::Openai(provider) => {
-            upstream::forward(provider, version, &snapshot.limits, out).await
+            upstream::forward(provider, version, request.limits, out).await
         }
         Provider::Demo(provider) => demo_answer(provider, version, out).await,
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
-pub use routes::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
+pub use routes::{RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 
 /// The whole config file.
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,35 @@ pub struct RouteConfig {
     /// OpenAI `user` field) or `header:NAME`. Without it, each request draws by weight.
     #[serde(default)]
     pub sticky: Option<String>,
+    /// Versions to try, in order, when the chosen one fails in a way worth retrying.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// A route's retry budget.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; default one per version in the plan (the chosen
+    /// version, then each fallback). Past the plan's end, the last version is tried again.
+    pub max_attempts: Option<u32>,
+    /// Wait before the second attempt; it doubles each time, with full jitter.
+    pub backoff: ConfigDuration,
+    /// Longest wait between attempts. A `retry-after` longer than this is not waited out:
+    /// that version is skipped instead.
+    pub max_backoff: ConfigDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: None,
+            backoff: ConfigDuration::from_millis(50),
+            max_backoff: ConfigDuration::from_secs(2),
+        }
+    }
 }
 
 /// One version of a route.

@@ -172,6 +172,9 @@ pub struct GatewayError {
     pub message: Cow<'static, str>,
     pub param: Option<&'static str>,
     pub retry_after: Option<Duration>,
+    /// Another attempt (the same version or a fallback) may succeed: the upstream could not
+    /// be reached, timed out before its first token, or answered 429/500/502/503/504.
+    pub retryable: bool,
 }
 
 impl GatewayError {
@@ -181,7 +184,14 @@ impl GatewayError {
             message: message.into(),
             param: None,
             retry_after: None,
+            retryable: false,
         }
+    }
+
+    /// Marks the error as one another attempt may get past.
+    pub fn retryable(mut self) -> Self {
+        self.retryable = true;
+        self
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {

@@ -6,6 +6,8 @@
 //! the keys that now prefer it move, all of them towards it. No per-request randomness and no
 //! shared state: any gateway instance decides the same way.
 
+pub mod retry;
+
 /// A route's versions as traffic shares.
 #[derive(Debug, Clone)]
 pub struct Split {

@@ -12,6 +12,9 @@ use crate::providers::Provider;
 use crate::routing::Split;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 
+/// Most attempts one request may make, whatever the config says.
+const MAX_ATTEMPTS: usize = 10;
+
 /// The version name of a route written in the short form.
 pub const DEFAULT_VERSION: &str = "default";
 
@@ -26,6 +29,18 @@ pub struct Route {
     pub versions: Box<[Version]>,
     pub split: Split,
     pub sticky: Option<StickyKey>,
+    /// Version indexes to try, in order, after a retryable failure.
+    pub fallbacks: Box<[usize]>,
+    pub retry: RetryPolicy,
+}
+
+/// A route's retry budget, compiled.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: usize,
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
 }
 
 /// One version of a route: where its traffic goes.
@@ -142,6 +157,31 @@ pub fn compile(
         .map(StickyKey::parse)
         .transpose()
         .map_err(|why| problem(format!("{path}.sticky"), why))?;
+    let mut fallbacks = Vec::with_capacity(route.fallbacks.len());
+    for (i, name) in route.fallbacks.iter().enumerate() {
+        let at = format!("{path}.fallbacks[{i}]");
+        let index = compiled
+            .iter()
+            .position(|v| &*v.name == name)
+            .ok_or_else(|| problem(&at, format!("no version named `{name}` in this route")))?;
+        if fallbacks.contains(&index) {
+            return Err(problem(
+                at,
+                format!("`{name}` is listed twice: fallbacks would cycle"),
+            ));
+        }
+        fallbacks.push(index);
+    }
+    let max_attempts = match route.retry.max_attempts {
+        Some(0) => {
+            return Err(problem(
+                format!("{path}.retry.max_attempts"),
+                "must be at least 1",
+            ));
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(MAX_ATTEMPTS),
+        None => (1 + fallbacks.len()).min(MAX_ATTEMPTS),
+    };
     Ok(Route {
         alias: alias.into(),
         alias_header,
@@ -149,6 +189,12 @@ pub fn compile(
         versions: compiled.into(),
         split,
         sticky,
+        fallbacks: fallbacks.into(),
+        retry: RetryPolicy {
+            max_attempts,
+            backoff: route.retry.backoff.0,
+            max_backoff: route.retry.max_backoff.0,
+        },
     })
 }
 
@@ -271,6 +317,18 @@ mod tests {
             (
                 "  m:\n    versions:\n      v1: {provider: a, timeouts: {total: 0s}}\n",
                 "routes.m.versions.v1.timeouts.total",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a}\n    fallbacks: [v2]\n",
+                "routes.m.fallbacks[0]",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a}\n      v2: {provider: b}\n    fallbacks: [v2, v1, v2]\n",
+                "routes.m.fallbacks[2]",
+            ),
+            (
+                "  m:\n    provider: a\n    retry: {max_attempts: 0}\n",
+                "routes.m.retry.max_attempts",
             ),
         ];
         for (routes, path) in cases {

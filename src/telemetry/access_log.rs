@@ -56,6 +56,7 @@ pub fn record(
         tenant = exchange.tenant.get().map(|t| &*t.name),
         route = route.map(|r| &*r.alias),
         route_version = version.map(|v| &*v.name),
+        attempts = exchange.attempts(),
         config_version = exchange.snapshot().map(|s| &*s.version),
         stream = stats.stream,
         upstream_status = stats.upstream_status,

@@ -86,6 +86,8 @@ pub struct RouteMetrics {
     pub ttft: Histogram,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    /// Failed attempts at this version that were retried (here or at a fallback).
+    retries: AtomicU64,
 }
 
 impl RouteMetrics {
@@ -104,12 +106,17 @@ impl RouteMetrics {
             ttft: Histogram::new(TTFT_BUCKETS),
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
     pub fn record_status(&self, status: u16) {
         let index = status.clamp(STATUS_MIN, STATUS_MAX) - STATUS_MIN;
         self.statuses[usize::from(index)].fetch_add(1, Relaxed);
+    }
+
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
     }
 
     pub fn record_tokens(&self, input: u64, output: u64) {
@@ -288,6 +295,23 @@ impl Metrics {
                     "tollgate_tokens_total{{{},type=\"{kind}\"}} {}",
                     route.labels,
                     counter.load(Relaxed)
+                );
+            }
+        }
+
+        family(
+            &mut out,
+            "tollgate_upstream_retries_total",
+            "counter",
+            "Failed upstream attempts that were retried, by the route version that failed.",
+        );
+        for route in &routes {
+            let retries = route.retries.load(Relaxed);
+            if retries > 0 {
+                let _ = writeln!(
+                    out,
+                    "tollgate_upstream_retries_total{{{}}} {retries}",
+                    route.labels
                 );
             }
         }

@@ -88,7 +88,8 @@ pub async fn forward(
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     "upstream did not answer in time",
-                ));
+                )
+                .retryable());
             }
             Ok(result) => result?,
         };
@@ -143,14 +144,16 @@ fn lean_error(provider: &OpenAiProvider, err: SendError) -> GatewayError {
         SendError::Connect(_) => GatewayError::new(
             ErrorKind::UpstreamConnect,
             format!("cannot connect to provider `{}`", provider.name),
-        ),
+        )
+        .retryable(),
         SendError::Io(why) => GatewayError::new(
             ErrorKind::UpstreamProtocol,
             format!(
                 "provider `{}` failed before answering: {why}",
                 provider.name
             ),
-        ),
+        )
+        .retryable(),
         SendError::Protocol(why) => GatewayError::new(
             ErrorKind::UpstreamProtocol,
             format!("provider `{}` answered badly: {why}", provider.name),
@@ -189,7 +192,8 @@ async fn send_hyper(
         Err(err) if err.is_connect() => Err(GatewayError::new(
             ErrorKind::UpstreamConnect,
             format!("cannot connect to provider `{}`", provider.name),
-        )),
+        )
+        .retryable()),
         Err(err) => Err(GatewayError::new(
             ErrorKind::UpstreamProtocol,
             format!(
@@ -197,7 +201,8 @@ async fn send_hyper(
                 provider.name,
                 source_chain(&err)
             ),
-        )),
+        )
+        .retryable()),
     }
 }
 
@@ -289,6 +294,7 @@ async fn upstream_error(
             ),
         );
         err.retry_after = crate::upstream::retry_after(&headers);
+        err.retryable = retryable_status(status);
         return Err(err);
     }
     stats.error = Some(ErrorKind::UpstreamStatus);
@@ -304,6 +310,11 @@ async fn upstream_error(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// Statuses worth another attempt: overload and server-side failures, never client errors.
+pub fn retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504)
 }
 
 /// The error and its causes, for messages about failures hyper reports in layers.

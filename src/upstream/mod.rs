@@ -9,7 +9,7 @@ pub mod sse;
 pub mod stats;
 pub mod tee;
 
-pub use forward::{Outbound, Surface, forward, set_stream_headers};
+pub use forward::{Outbound, Surface, forward, retryable_status, set_stream_headers};
 
 /// `Retry-After` in seconds, as an upstream sent it.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {
