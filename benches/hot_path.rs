@@ -189,6 +189,36 @@ fn lookups(c: &mut Criterion) {
     group.finish();
 }
 
+/// The routing decision: alias -> route -> version, for a route with three weighted versions,
+/// by a random draw and by a sticky header.
+fn routing(c: &mut Criterion) {
+    use tollgate::api::choose::{Wanted, route_and_version};
+    use tollgate::config::Config;
+    use tollgate::telemetry::metrics::Metrics;
+
+    let yaml = "auth:\n  enabled: false\nproviders:\n  d:\n    type: demo\nroutes:\n  \
+        random:\n    versions:\n      v1: {provider: d, weight: 90}\n      v2: {provider: d, weight: 9}\n      v3: {provider: d, weight: 1}\n  \
+        sticky:\n    sticky: header:x-user-id\n    versions:\n      v1: {provider: d, weight: 90}\n      v2: {provider: d, weight: 9}\n      v3: {provider: d, weight: 1}\n";
+    let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = tollgate::snapshot::compile(&config, yaml, &Metrics::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-user-id", http::HeaderValue::from_static("user-1234567"));
+    let tenant = snapshot.anonymous.clone();
+    let mut group = c.benchmark_group("routing");
+    for model in ["random", "sticky", "random@v3"] {
+        group.bench_function(format!("choose/{model}"), |b| {
+            let wanted = Wanted {
+                model,
+                user: None,
+                headers: &headers,
+            };
+            b.iter(|| route_and_version(&snapshot, &tenant, black_box(&wanted)).map(|(_, v)| v))
+        });
+    }
+    group.finish();
+}
+
 /// HTTP/1.1 heads: the client's request head in, the response head out, the upstream's
 /// response head in.
 fn heads(c: &mut Criterion) {
@@ -249,5 +279,5 @@ fn heads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sse, decode, tee, lookups, heads);
+criterion_group!(benches, sse, decode, tee, lookups, heads, routing);
 criterion_main!(benches);
