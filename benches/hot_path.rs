@@ -164,8 +164,9 @@ fn lookups(c: &mut Criterion) {
         ));
     }
     let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let snapshot = tollgate::snapshot::compile(&config, &yaml, &Metrics::new())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let snapshot =
+        tollgate::snapshot::compile(&config, &yaml, &std::sync::Arc::new(Metrics::new()))
+            .unwrap_or_else(|e| panic!("{e}"));
     let keys = snapshot
         .keys
         .as_ref()
@@ -200,7 +201,7 @@ fn routing(c: &mut Criterion) {
         random:\n    versions:\n      v1: {provider: d, weight: 90}\n      v2: {provider: d, weight: 9}\n      v3: {provider: d, weight: 1}\n  \
         sticky:\n    sticky: header:x-user-id\n    versions:\n      v1: {provider: d, weight: 90}\n      v2: {provider: d, weight: 9}\n      v3: {provider: d, weight: 1}\n";
     let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
-    let snapshot = tollgate::snapshot::compile(&config, yaml, &Metrics::new())
+    let snapshot = tollgate::snapshot::compile(&config, yaml, &std::sync::Arc::new(Metrics::new()))
         .unwrap_or_else(|e| panic!("{e}"));
     let mut headers = http::HeaderMap::new();
     headers.insert("x-user-id", http::HeaderValue::from_static("user-1234567"));

@@ -91,7 +91,7 @@ fn check(path: &Path) -> ExitCode {
     let compiled = Config::from_file(path)
         .map_err(|err| err.to_string())
         .and_then(|(config, text)| {
-            snapshot::compile(&config, &text, &Metrics::new())
+            snapshot::compile(&config, &text, &std::sync::Arc::new(Metrics::new()))
                 .map(|s| s.version)
                 .map_err(|err| err.to_string())
         });

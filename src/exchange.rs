@@ -53,6 +53,8 @@ pub struct Exchange {
     version: AtomicUsize,
     /// Upstream attempts made (more than one after retries or fallbacks).
     attempts: AtomicUsize,
+    /// A mirrored copy of a request, sent to a shadow version; its answer is dropped.
+    pub shadow: bool,
 }
 
 impl Exchange {
@@ -67,7 +69,27 @@ impl Exchange {
             route: OnceLock::new(),
             version: AtomicUsize::new(usize::MAX),
             attempts: AtomicUsize::new(0),
+            shadow: false,
         }
+    }
+
+    /// The record of `primary`'s mirror to version `index` of its route: same request id and
+    /// caller, its own version, timing and outcome.
+    pub fn shadow_of(primary: &Exchange, route: Arc<Route>, index: usize) -> Self {
+        let shadow = Self {
+            id: primary.id,
+            arrived: Instant::now(),
+            method: primary.method.clone(),
+            path: primary.path.clone(),
+            snapshot: primary.snapshot.clone(),
+            tenant: primary.tenant.clone(),
+            route: OnceLock::from(route),
+            version: AtomicUsize::new(usize::MAX),
+            attempts: AtomicUsize::new(0),
+            shadow: true,
+        };
+        shadow.start_attempt(index);
+        shadow
     }
 
     /// The snapshot this request uses. Set by the snapshot layer before any handler runs.

@@ -146,7 +146,7 @@ fn the_default_config_serves_demo_on_loopback_without_auth() {
     let snapshot = tollgate::snapshot::compile(
         &config,
         &text,
-        &tollgate::telemetry::metrics::Metrics::new(),
+        &std::sync::Arc::new(tollgate::telemetry::metrics::Metrics::new()),
     )
     .unwrap();
     assert!(snapshot.routes.contains_key("demo"));

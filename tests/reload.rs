@@ -38,7 +38,7 @@ fn config_text(a: &MockServer, b: &MockServer, versions: &str, admin_extra: &str
 /// The version (content hash) a config text compiles to.
 fn version_of(text: &str) -> String {
     let config = Config::from_yaml(text).unwrap();
-    tollgate::snapshot::compile(&config, text, &Metrics::new())
+    tollgate::snapshot::compile(&config, text, &Arc::new(Metrics::new()))
         .unwrap()
         .version
         .to_string()

@@ -4,6 +4,7 @@ mod attempts;
 pub mod choose;
 pub mod decode;
 mod request_body;
+mod shadow;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -124,6 +125,9 @@ async fn generate(
     let _ = exchange.route.set(route.clone());
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
+    if !route.shadows.is_empty() {
+        shadow::mirror(&exchange, &route, &body, surface, stream, snapshot.limits);
+    }
     let request = attempts::Request {
         fields: &fields,
         body: &body,

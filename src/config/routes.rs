@@ -67,15 +67,16 @@ pub struct VersionConfig {
     #[serde(default)]
     pub upstream_model: Option<String>,
     /// Share of traffic, relative to the other versions; 0 takes only pinned requests.
-    #[serde(default = "one")]
-    pub weight: u32,
+    /// Default 1, or 0 for a shadow version.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Makes this a shadow version: this fraction of the route's requests (0 < rate <= 1) is
+    /// also sent here, and the answer is recorded in metrics and logs, then dropped.
+    #[serde(default)]
+    pub shadow: Option<f64>,
     /// Overrides the route's timeouts for this version.
     #[serde(default)]
     pub timeouts: Option<TimeoutsConfig>,
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// Where a sticky route finds its key.

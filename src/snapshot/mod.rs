@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub routes: HashMap<Box<str>, Arc<Route>>,
     /// By name; the next reload reuses the ones whose definition did not change.
     pub providers: HashMap<Box<str>, Provider>,
+    /// The process's metrics, for work that reports outside a request's own response
+    /// (shadow attempts).
+    pub metrics: Arc<Metrics>,
 }
 
 /// A config that does not compile: the key path and why.
@@ -68,7 +71,11 @@ pub fn listeners(config: &Config) -> [SocketAddr; 2] {
 }
 
 /// Compiles `config` (whose file text is `text`) into a snapshot.
-pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapshot, CompileError> {
+pub fn compile(
+    config: &Config,
+    text: &str,
+    metrics: &Arc<Metrics>,
+) -> Result<Snapshot, CompileError> {
     recompile(config, text, metrics, None)
 }
 
@@ -77,7 +84,7 @@ pub fn compile(config: &Config, text: &str, metrics: &Metrics) -> Result<Snapsho
 pub fn recompile(
     config: &Config,
     text: &str,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, CompileError> {
     let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
@@ -162,6 +169,7 @@ pub fn recompile(
             .into_iter()
             .map(|(name, provider)| (name.into(), provider))
             .collect(),
+        metrics: metrics.clone(),
     })
 }
 
@@ -171,7 +179,7 @@ mod tests {
 
     fn compile_yaml(yaml: &str) -> Result<Snapshot, CompileError> {
         let config = Config::from_yaml(yaml).unwrap();
-        compile(&config, yaml, &Metrics::new())
+        compile(&config, yaml, &Arc::new(Metrics::new()))
     }
 
     const DEMO: &str = "providers:\n  d:\n    type: demo\n";

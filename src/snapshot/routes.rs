@@ -31,6 +31,8 @@ pub struct Route {
     pub sticky: Option<StickyKey>,
     /// Version indexes to try, in order, after a retryable failure.
     pub fallbacks: Box<[usize]>,
+    /// Indexes of shadow versions.
+    pub shadows: Box<[usize]>,
     pub retry: RetryPolicy,
 }
 
@@ -56,6 +58,8 @@ pub struct Version {
     pub upstream_model_json: Bytes,
     pub timeouts: TimeoutsConfig,
     pub weight: u32,
+    /// For a shadow version: the fraction of the route's requests mirrored to it.
+    pub shadow: Option<f64>,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -118,7 +122,8 @@ pub fn compile(
                 short = VersionConfig {
                     provider: provider.clone(),
                     upstream_model: route.upstream_model.clone(),
-                    weight: 1,
+                    weight: None,
+                    shadow: None,
                     timeouts: None,
                 };
                 vec![(DEFAULT_VERSION, &short, path.clone())]
@@ -145,6 +150,9 @@ pub fn compile(
         )?);
     }
     let split = Split::new(alias, compiled.iter().map(|v| (&*v.name, v.weight)));
+    let shadows: Box<[usize]> = (0..compiled.len())
+        .filter(|i| compiled[*i].shadow.is_some())
+        .collect();
     if split.total() == 0 {
         return Err(problem(
             format!("{path}.versions"),
@@ -164,6 +172,12 @@ pub fn compile(
             .iter()
             .position(|v| &*v.name == name)
             .ok_or_else(|| problem(&at, format!("no version named `{name}` in this route")))?;
+        if compiled[index].shadow.is_some() {
+            return Err(problem(
+                at,
+                format!("`{name}` is a shadow version; its answers are never served"),
+            ));
+        }
         if fallbacks.contains(&index) {
             return Err(problem(
                 at,
@@ -190,6 +204,7 @@ pub fn compile(
         split,
         sticky,
         fallbacks: fallbacks.into(),
+        shadows,
         retry: RetryPolicy {
             max_attempts,
             backoff: route.retry.backoff.0,
@@ -221,6 +236,20 @@ fn compile_version(
             format!("no provider named `{}` under providers", version.provider),
         )
     })?;
+    if let Some(rate) = version.shadow {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return Err(problem(format!("{path}.shadow"), "a sample rate in (0, 1]"));
+        }
+        if version.weight.is_some_and(|w| w > 0) {
+            return Err(problem(
+                format!("{path}.weight"),
+                "a shadow version takes no live traffic: leave its weight out or at 0",
+            ));
+        }
+    }
+    let weight = version
+        .weight
+        .unwrap_or(if version.shadow.is_some() { 0 } else { 1 });
     let timeouts = version.timeouts.unwrap_or(route.timeouts);
     check_timeouts(&format!("{path}.timeouts"), &timeouts)?;
     let upstream_model = version.upstream_model.as_deref().unwrap_or(alias);
@@ -233,7 +262,8 @@ fn compile_version(
         upstream_model: upstream_model.into(),
         upstream_model_json: upstream_model_json.into(),
         timeouts,
-        weight: version.weight,
+        weight,
+        shadow: version.shadow,
         metrics: metrics.route(alias, name),
     })
 }
@@ -265,7 +295,7 @@ mod tests {
             "auth:\n  enabled: false\nproviders:\n  a:\n    type: demo\n  b:\n    type: demo\nroutes:\n{routes}"
         );
         let config = Config::from_yaml(&yaml).unwrap();
-        compile(&config, &yaml, &Metrics::new())
+        compile(&config, &yaml, &std::sync::Arc::new(Metrics::new()))
     }
 
     fn error_path(routes: &str) -> String {
@@ -329,6 +359,18 @@ mod tests {
             (
                 "  m:\n    provider: a\n    retry: {max_attempts: 0}\n",
                 "routes.m.retry.max_attempts",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a}\n      s: {provider: b, shadow: 1.5}\n",
+                "routes.m.versions.s.shadow",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a}\n      s: {provider: b, shadow: 0.1, weight: 5}\n",
+                "routes.m.versions.s.weight",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a}\n      s: {provider: b, shadow: 0.1}\n    fallbacks: [s]\n",
+                "routes.m.fallbacks[0]",
             ),
         ];
         for (routes, path) in cases {

@@ -57,6 +57,7 @@ pub fn record(
         route = route.map(|r| &*r.alias),
         route_version = version.map(|v| &*v.name),
         attempts = exchange.attempts(),
+        shadow = exchange.shadow.then_some(true),
         config_version = exchange.snapshot().map(|s| &*s.version),
         stream = stats.stream,
         upstream_status = stats.upstream_status,

@@ -138,6 +138,8 @@ pub struct Metrics {
     config_version: Mutex<Box<str>>,
     /// Reload outcomes: swapped, unchanged, failed.
     reloads: [AtomicU64; 3],
+    /// Shadow copies not sent because too many were in flight.
+    shadows_skipped: AtomicU64,
 }
 
 /// How a reload ended, as the `result` label of `tollgate_config_reloads_total`.
@@ -179,6 +181,7 @@ impl Metrics {
             streams_active: AtomicU64::new(0),
             config_version: Mutex::new("".into()),
             reloads: Default::default(),
+            shadows_skipped: AtomicU64::new(0),
         }
     }
 
@@ -210,6 +213,10 @@ impl Metrics {
 
     pub fn streams_active(&self) -> u64 {
         self.streams_active.load(Relaxed)
+    }
+
+    pub fn record_shadow_skipped(&self) {
+        self.shadows_skipped.fetch_add(1, Relaxed);
     }
 
     pub fn record_reload(&self, result: ReloadResult) {
@@ -364,6 +371,18 @@ impl Metrics {
             out,
             "tollgate_config_info{{version=\"{}\"}} 1",
             escape(&version)
+        );
+
+        family(
+            &mut out,
+            "tollgate_shadow_skipped_total",
+            "counter",
+            "Shadow copies not sent because the in-flight limit was reached.",
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_shadow_skipped_total {}",
+            self.shadows_skipped.load(Relaxed)
         );
 
         family(
