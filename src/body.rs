@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::error::ErrorKind;
 use crate::exchange::Exchange;
+use crate::providers::endpoints::InFlight;
 use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::stats::ExchangeStats;
@@ -34,6 +35,8 @@ pub struct GatewayBody {
     content: Content,
     stats: ExchangeStats,
     report: Option<Report>,
+    /// Keeps the upstream endpoint's request counted as outstanding until the body is done.
+    in_flight: Option<InFlight>,
 }
 
 impl GatewayBody {
@@ -42,6 +45,7 @@ impl GatewayBody {
             content: Content::Full(Some(bytes)),
             stats,
             report: None,
+            in_flight: None,
         }
     }
 
@@ -58,7 +62,13 @@ impl GatewayBody {
             content: Content::Stream(Box::pin(tee)),
             stats,
             report: None,
+            in_flight: None,
         }
+    }
+
+    /// Holds `guard` (an outstanding upstream request) until the body ends or is dropped.
+    pub fn hold(&mut self, guard: InFlight) {
+        self.in_flight = Some(guard);
     }
 
     pub fn stats(&self) -> &ExchangeStats {

@@ -148,7 +148,15 @@ pub enum UpstreamHttp {
 #[serde(deny_unknown_fields)]
 pub struct OpenAiProviderConfig {
     /// e.g. `http://127.0.0.1:8000/v1`; surfaces are appended (`/chat/completions`, ...).
-    pub base_url: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Several replicas of one deployment, as base URLs, instead of `base_url`: requests go
+    /// to the less loaded of two picked at random, and failing replicas are ejected.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// When a replica is ejected, and for how long.
+    #[serde(default)]
+    pub ejection: EjectionConfig,
     /// Name of an environment variable holding the upstream API key.
     #[serde(default)]
     pub api_key_env: Option<String>,
@@ -168,6 +176,29 @@ pub struct OpenAiProviderConfig {
     /// Idle pooled connections kept per upstream host.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+}
+
+/// Passive outlier ejection of a provider's endpoints.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EjectionConfig {
+    /// Failures in a row (connect errors, first-token timeouts, 429 and 5xx answers) that
+    /// eject an endpoint.
+    pub consecutive_failures: u32,
+    /// First ejection period; it doubles with each ejection in a row, up to `max`. A 429's
+    /// `retry-after` ejects for at least as long.
+    pub base: ConfigDuration,
+    pub max: ConfigDuration,
+}
+
+impl Default for EjectionConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base: ConfigDuration::from_secs(5),
+            max: ConfigDuration::from_secs(60),
+        }
+    }
 }
 
 fn default_connect_timeout() -> ConfigDuration {

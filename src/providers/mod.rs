@@ -1,6 +1,7 @@
 //! Compiled providers: what a route sends its requests to.
 
 pub mod demo;
+pub mod endpoints;
 pub mod openai;
 
 use std::sync::Arc;

@@ -7,7 +7,11 @@ use sha2::{Digest, Sha256};
 
 use bytes::Bytes;
 
-use crate::config::{OpenAiProviderConfig, UpstreamHttp};
+use std::sync::Arc;
+
+use super::endpoints::{self, EndpointHealth};
+use crate::config::{EjectionConfig, OpenAiProviderConfig, UpstreamHttp};
+use crate::telemetry::metrics::Metrics;
 use crate::upstream::Surface;
 use crate::upstream::client::{self, HttpClient};
 use crate::upstream::h1::{self, H1Client};
@@ -15,10 +19,9 @@ use crate::upstream::h1::{self, H1Client};
 /// A compiled OpenAI-compatible provider: URIs, credentials and headers prepared once.
 pub struct OpenAiProvider {
     pub name: Box<str>,
-    pub transport: Transport,
-    chat: Uri,
-    completions: Uri,
-    embeddings: Uri,
+    /// One or more replicas; see `providers::endpoints` for how one is chosen.
+    pub endpoints: Box<[Endpoint]>,
+    pub ejection: EjectionConfig,
     /// Static headers for every upstream request, the API key among them (marked sensitive
     /// so it never shows in debug output).
     pub headers: HeaderMap,
@@ -27,11 +30,35 @@ pub struct OpenAiProvider {
     pub fingerprint: [u8; 32],
 }
 
+/// One replica of a provider: its own URIs, connections and health.
+pub struct Endpoint {
+    /// `host:port`, the `endpoint` label of its metrics.
+    pub label: Box<str>,
+    pub transport: Transport,
+    chat: Uri,
+    completions: Uri,
+    embeddings: Uri,
+    pub health: Arc<EndpointHealth>,
+}
+
+impl Endpoint {
+    pub fn uri(&self, surface: Surface) -> &Uri {
+        match surface {
+            Surface::Chat => &self.chat,
+            Surface::Completions => &self.completions,
+            Surface::Embeddings => &self.embeddings,
+        }
+    }
+}
+
 impl fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("name", &self.name)
-            .field("chat", &self.chat)
+            .field(
+                "endpoints",
+                &self.endpoints.iter().map(|e| &e.label).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -61,34 +88,13 @@ impl Transport {
 pub type CompileProblem = (String, String);
 
 impl OpenAiProvider {
-    /// Compiles the provider with one connection pool for each of `workers`.
+    /// Compiles the provider with one connection pool per endpoint for each of `workers`.
     pub fn compile(
         name: &str,
         cfg: &OpenAiProviderConfig,
         workers: usize,
+        metrics: &Metrics,
     ) -> Result<Self, CompileProblem> {
-        let base = cfg.base_url.trim_end_matches('/');
-        let parsed: Uri = base
-            .parse()
-            .map_err(|err| ("base_url".to_owned(), format!("not a URL: {err}")))?;
-        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
-            return Err((
-                "base_url".into(),
-                "must be an http:// or https:// URL with a host".into(),
-            ));
-        }
-        if parsed.query().is_some() {
-            return Err(("base_url".into(), "must not have a query string".into()));
-        }
-        let uri = |suffix: &str| -> Result<Uri, CompileProblem> {
-            format!("{base}{suffix}").parse().map_err(|err| {
-                (
-                    "base_url".to_owned(),
-                    format!("cannot extend with {suffix}: {err}"),
-                )
-            })
-        };
-
         let mut headers = HeaderMap::new();
         for (key, value) in &cfg.headers {
             let name = HeaderName::try_from(key.as_str()).map_err(|_| {
@@ -115,36 +121,33 @@ impl OpenAiProvider {
             value.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, value);
         }
-        let (chat, completions, embeddings) = (
-            uri("/chat/completions")?,
-            uri("/completions")?,
-            uri("/embeddings")?,
-        );
-        let lean = parsed.scheme_str() == Some("http") && cfg.http != UpstreamHttp::Http2;
-        let transport = match (lean, parsed.authority()) {
-            (true, Some(authority)) => {
-                let prefix = |uri: &Uri| {
-                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                    h1::request_prefix(path, authority.as_str(), &headers)
-                };
-                Transport::Lean {
-                    client: H1Client::new(
-                        authority.host(),
-                        authority.port_u16().unwrap_or(80),
-                        cfg.connect_timeout.0,
-                        cfg.pool_max_idle_per_host,
-                        workers,
-                    ),
-                    prefixes: [prefix(&chat), prefix(&completions), prefix(&embeddings)],
-                }
+        let urls: Vec<(String, &str)> = match (&cfg.base_url, cfg.endpoints.as_slice()) {
+            (Some(url), []) => vec![("base_url".to_owned(), url.as_str())],
+            (None, []) => return Err(("base_url".into(), "set base_url or endpoints".into())),
+            (Some(_), _) => {
+                return Err((
+                    "endpoints".into(),
+                    "set base_url or endpoints, not both".into(),
+                ));
             }
-            _ => Transport::Hyper(
-                (0..workers.max(1))
-                    .map(|_| client::build(cfg))
-                    .collect::<Result<Box<[_]>, _>>()
-                    .map_err(|err| ("ca_file".to_owned(), err))?,
-            ),
+            (None, urls) => urls
+                .iter()
+                .enumerate()
+                .map(|(i, url)| (format!("endpoints[{i}]"), url.as_str()))
+                .collect(),
         };
+        let mut endpoints = Vec::with_capacity(urls.len());
+        for (key, url) in urls {
+            let endpoint = compile_endpoint(&key, url, cfg, &headers, workers)?;
+            if endpoints
+                .iter()
+                .any(|e: &Endpoint| e.label == endpoint.label)
+            {
+                return Err((key, format!("`{}` is listed twice", endpoint.label)));
+            }
+            let health = metrics.endpoint(name, &endpoint.label);
+            endpoints.push(Endpoint { health, ..endpoint });
+        }
         let mut digest = Sha256::new();
         digest.update(format!("{cfg:?}").as_bytes());
         for (name, value) in &headers {
@@ -155,10 +158,8 @@ impl OpenAiProvider {
         }
         Ok(Self {
             name: name.into(),
-            transport,
-            chat,
-            completions,
-            embeddings,
+            endpoints: endpoints.into(),
+            ejection: cfg.ejection,
             headers,
             fingerprint: digest.finalize().into(),
         })
@@ -173,13 +174,87 @@ impl OpenAiProvider {
         }
     }
 
-    pub fn uri(&self, surface: Surface) -> &Uri {
-        match surface {
-            Surface::Chat => &self.chat,
-            Surface::Completions => &self.completions,
-            Surface::Embeddings => &self.embeddings,
+    /// The endpoint for the next request (see `providers::endpoints`).
+    pub fn pick(&self) -> (&Endpoint, bool) {
+        if let [only] = &*self.endpoints {
+            return (only, false);
         }
+        let chosen = endpoints::pick(
+            &self.endpoints,
+            |e| &*e.health,
+            endpoints::now(),
+            |n| fastrand::usize(..n),
+        );
+        (&self.endpoints[chosen.index], chosen.all_ejected)
     }
+}
+
+/// One endpoint's URIs and transport (its health is attached by the caller). `key` names the
+/// URL in errors.
+fn compile_endpoint(
+    key: &str,
+    url: &str,
+    cfg: &OpenAiProviderConfig,
+    headers: &HeaderMap,
+    workers: usize,
+) -> Result<Endpoint, CompileProblem> {
+    let bad_url = |why: String| (key.to_owned(), why);
+    let base = url.trim_end_matches('/');
+    let parsed: Uri = base
+        .parse()
+        .map_err(|err| bad_url(format!("not a URL: {err}")))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+        return Err(bad_url(
+            "must be an http:// or https:// URL with a host".into(),
+        ));
+    }
+    if parsed.query().is_some() {
+        return Err(bad_url("must not have a query string".into()));
+    }
+    let uri = |suffix: &str| -> Result<Uri, CompileProblem> {
+        format!("{base}{suffix}")
+            .parse()
+            .map_err(|err| bad_url(format!("cannot extend with {suffix}: {err}")))
+    };
+    let (chat, completions, embeddings) = (
+        uri("/chat/completions")?,
+        uri("/completions")?,
+        uri("/embeddings")?,
+    );
+    let authority = parsed.authority().map_or("", |a| a.as_str()).to_owned();
+    let lean = parsed.scheme_str() == Some("http") && cfg.http != UpstreamHttp::Http2;
+    let transport = match (lean, parsed.authority()) {
+        (true, Some(authority)) => {
+            let prefix = |uri: &Uri| {
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                h1::request_prefix(path, authority.as_str(), headers)
+            };
+            Transport::Lean {
+                client: H1Client::new(
+                    authority.host(),
+                    authority.port_u16().unwrap_or(80),
+                    cfg.connect_timeout.0,
+                    cfg.pool_max_idle_per_host,
+                    workers,
+                ),
+                prefixes: [prefix(&chat), prefix(&completions), prefix(&embeddings)],
+            }
+        }
+        _ => Transport::Hyper(
+            (0..workers.max(1))
+                .map(|_| client::build(cfg))
+                .collect::<Result<Box<[_]>, _>>()
+                .map_err(|err| ("ca_file".to_owned(), err))?,
+        ),
+    };
+    Ok(Endpoint {
+        label: authority.into(),
+        transport,
+        chat,
+        completions,
+        embeddings,
+        health: Arc::default(),
+    })
 }
 
 /// Reads the upstream key from the environment or a file; never from the YAML itself.

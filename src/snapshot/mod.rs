@@ -101,7 +101,7 @@ pub fn recompile(
     for (name, provider) in &config.providers {
         let compiled = match provider {
             ProviderConfig::Openai(cfg) => {
-                let fresh = OpenAiProvider::compile(name, cfg, workers)
+                let fresh = OpenAiProvider::compile(name, cfg, workers, metrics)
                     .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?;
                 match previous.and_then(|p| p.providers.get(name.as_str())) {
                     Some(Provider::Openai(running)) if running.fingerprint == fresh.fingerprint => {

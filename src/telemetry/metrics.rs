@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::ErrorKind;
+use crate::providers::endpoints::EndpointHealth;
 
 /// Request duration buckets (seconds): sub-millisecond gateway answers up to long streams.
 const DURATION_BUCKETS: &[f64] = &[
@@ -140,6 +141,8 @@ pub struct Metrics {
     reloads: [AtomicU64; 3],
     /// Shadow copies not sent because too many were in flight.
     shadows_skipped: AtomicU64,
+    /// Load and health of each provider endpoint, by (provider, endpoint).
+    endpoints: Mutex<BTreeMap<SeriesKey, Arc<EndpointHealth>>>,
 }
 
 /// How a reload ended, as the `result` label of `tollgate_config_reloads_total`.
@@ -182,6 +185,7 @@ impl Metrics {
             config_version: Mutex::new("".into()),
             reloads: Default::default(),
             shadows_skipped: AtomicU64::new(0),
+            endpoints: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -192,6 +196,16 @@ impl Metrics {
         routes
             .entry((alias.into(), version.into()))
             .or_insert_with(|| Arc::new(RouteMetrics::new(alias, version)))
+            .clone()
+    }
+
+    /// The health of `endpoint` of `provider`, created on first use and kept across reloads
+    /// (an ejected endpoint stays ejected). Called when a snapshot is compiled.
+    pub fn endpoint(&self, provider: &str, endpoint: &str) -> Arc<EndpointHealth> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints
+            .entry((provider.into(), endpoint.into()))
+            .or_default()
             .clone()
     }
 
@@ -372,6 +386,47 @@ impl Metrics {
             "tollgate_config_info{{version=\"{}\"}} 1",
             escape(&version)
         );
+
+        let endpoints: Vec<(SeriesKey, Arc<EndpointHealth>)> = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let now = crate::providers::endpoints::now();
+        for (name, kind, help) in [
+            (
+                "tollgate_endpoint_outstanding",
+                "gauge",
+                "Requests in flight to a provider endpoint.",
+            ),
+            (
+                "tollgate_endpoint_ejected",
+                "gauge",
+                "1 while a provider endpoint is ejected after failures.",
+            ),
+            (
+                "tollgate_endpoint_ejections_total",
+                "counter",
+                "Times a provider endpoint was ejected.",
+            ),
+        ] {
+            family(&mut out, name, kind, help);
+            for ((provider, endpoint), health) in &endpoints {
+                let value = match name {
+                    "tollgate_endpoint_outstanding" => health.outstanding.load(Relaxed),
+                    "tollgate_endpoint_ejected" => u64::from(health.is_ejected(now)),
+                    _ => health.ejections_total.load(Relaxed),
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{provider=\"{}\",endpoint=\"{}\"}} {value}",
+                    escape(provider),
+                    escape(endpoint)
+                );
+            }
+        }
 
         family(
             &mut out,

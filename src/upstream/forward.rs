@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::OpenAiProvider;
+use crate::providers::endpoints;
 use crate::providers::openai::Transport;
 use crate::snapshot::{Limits, Version};
 use crate::upstream::client::HttpClient;
@@ -63,8 +64,11 @@ pub async fn forward(
     } else {
         "application/json"
     };
+    let (endpoint, all_ejected) = provider.pick();
+    let in_flight = endpoint.health.start();
+    let started = Instant::now();
     let sending = async {
-        match &provider.transport {
+        match &endpoint.transport {
             Transport::Lean { client, prefixes } => {
                 let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
                 let request = h1::encode_request(prefix, accept, &out.body);
@@ -75,24 +79,63 @@ pub async fn forward(
                 Ok((head.status, head.headers, Source::H1(body)))
             }
             Transport::Hyper(clients) => {
-                let uri = provider.uri(out.surface).clone();
+                let uri = endpoint.uri(out.surface).clone();
                 let (status, headers, incoming) =
                     send_hyper(provider, clients, uri, accept, out.body.clone()).await?;
                 Ok((status, headers, Source::Http(incoming)))
             }
         }
     };
-    let (status, mut headers, source) =
-        match tokio::time::timeout_at(deadlines.first_event, sending).await {
-            Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
-                    "upstream did not answer in time",
-                )
-                .retryable());
+    let sent = match tokio::time::timeout_at(deadlines.first_event, sending).await {
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            "upstream did not answer in time",
+        )
+        .retryable()),
+        Ok(result) => result,
+    };
+    // The endpoint's health learns from every head or failure.
+    let now = endpoints::now();
+    let (status, headers, source) = match sent {
+        Ok(head) => head,
+        Err(mut err) => {
+            if err.retryable {
+                endpoint
+                    .health
+                    .failed(&provider.ejection, err.retry_after, now);
             }
-            Ok(result) => result?,
-        };
+            if all_ejected {
+                err.message = format!(
+                    "{} (every endpoint of provider `{}` is ejected after failures; tried the one due back soonest)",
+                    err.message, provider.name
+                )
+                .into();
+            }
+            return Err(err);
+        }
+    };
+    if retryable_status(status) {
+        let asked = crate::upstream::retry_after(&headers);
+        endpoint.health.failed(&provider.ejection, asked, now);
+    } else {
+        endpoint.health.succeeded(started.elapsed(), now);
+    }
+    let mut answer = answer(status, headers, source, limits, deadlines, out).await;
+    if let Ok(response) = &mut answer {
+        response.body_mut().hold(in_flight);
+    }
+    answer
+}
+
+/// The client's response from an upstream head and body source.
+async fn answer(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    source: Source,
+    limits: &Limits,
+    deadlines: StreamTimeouts,
+    out: Outbound,
+) -> Result<Response<GatewayBody>, GatewayError> {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
