@@ -217,6 +217,25 @@ fn routing(c: &mut Criterion) {
             b.iter(|| route_and_version(&snapshot, &tenant, black_box(&wanted)).map(|(_, v)| v))
         });
     }
+    // Endpoint choice among 4 replicas, and recording the outcome, as a request does.
+    use tollgate::providers::endpoints::{EndpointHealth, now, pick};
+    let replicas: Vec<std::sync::Arc<EndpointHealth>> = (0..4)
+        .map(|i| {
+            let health = std::sync::Arc::new(EndpointHealth::default());
+            health.succeeded(std::time::Duration::from_micros(300 + 100 * i), now());
+            health
+        })
+        .collect();
+    group.bench_function("endpoint/pick_and_record_among_4", |b| {
+        b.iter(|| {
+            let chosen = pick(&replicas, |h| &**h, now(), |n| fastrand::usize(..n));
+            let health = &replicas[chosen.index];
+            let guard = health.start();
+            health.succeeded(std::time::Duration::from_micros(350), now());
+            drop(guard);
+            chosen.index
+        })
+    });
     group.finish();
 }
 

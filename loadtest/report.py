@@ -69,6 +69,11 @@ def main(path):
     for scenario in scenarios:
         if scenario in ("machine", "idle_rss", "peak_rss", "idle_streams"):
             continue
+        if scenario.endswith("_routed"):
+            entry = routed(runs, scenario)
+            if entry:
+                summary["scenarios"][scenario] = entry
+            continue
         direct_rounds = runs.get((scenario, "direct"), [])
         if not direct_rounds:
             continue
@@ -118,19 +123,42 @@ def main(path):
     return summary
 
 
+def routed(runs, scenario):
+    """A Tollgate-only scenario, compared with Tollgate on its single-upstream twin (the
+    scenario name without `_routed`) in the same run."""
+    base = scenario[: -len("_routed")]
+    if (scenario, "tollgate") not in runs or (base, "tollgate") not in runs:
+        return None
+    direct = runs.get((base, "direct"), [])
+    m = summarize(runs[(scenario, "tollgate")], direct, "latency")
+    single = summarize(runs[(base, "tollgate")], direct, "latency")
+    cpu = f"{m['cpu_s_per_1k']:.4f}" if m["cpu_s_per_1k"] is not None else "-"
+    print(f"{scenario:<16}{'tollgate':<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
+          f"{m['added_p99_ms']:>9.3f}{m['throughput_rps']:>10.0f}{cpu:>10}{m['errors']:>8}  "
+          f"{m['rounds']} rounds; 3 versions, 4 endpoints")
+    print(f"{'':<16}{'R/S':<10}{'':>9}{ratio(m['p99_ms'], single['p99_ms']):>9}{'':>10}{'':>9}"
+          f"{ratio(m['throughput_rps'], single['throughput_rps']):>10}"
+          f"{ratio(m['cpu_s_per_1k'], single['cpu_s_per_1k']):>10}")
+    return {"tollgate": m, "ratios_routed_over_single": {
+        "throughput": m["throughput_rps"] / single["throughput_rps"],
+        "cpu_per_1k": m["cpu_s_per_1k"] / single["cpu_s_per_1k"] if single["cpu_s_per_1k"] else None,
+    }}
+
+
 def problems(summary, expected_streams):
     """What makes a run unusable: a missing target, failed requests, lost or extra events,
     streams that were not all held open."""
     found = []
     for scenario, entry in summary["scenarios"].items():
-        for target in ("direct", "tollgate", "nginx"):
+        targets = ("tollgate",) if scenario.endswith("_routed") else ("direct", "tollgate", "nginx")
+        for target in targets:
             m = entry.get(target)
             if m is None:
                 found.append(f"{scenario}: no result for {target}")
                 continue
             if m["errors"]:
                 found.append(f"{scenario}/{target}: {m['errors']} errors")
-            if m["event_count_mismatches"]:
+            if m.get("event_count_mismatches"):
                 found.append(f"{scenario}/{target}: {m['event_count_mismatches']} streams with the wrong event count")
     for target, memory in summary["memory"].items():
         if memory["streams_still_open"] != expected_streams:

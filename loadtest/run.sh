@@ -49,6 +49,9 @@ start_mock() { # port args...
   pids+=($!)
 }
 start_mock $MOCK_FAST --tokens 16
+# Three more replicas of the fast mock, for the routed scenario (one provider, 4 endpoints).
+MOCK_REPLICAS=(19004 19005 19006)
+for port in "${MOCK_REPLICAS[@]}"; do start_mock "$port" --tokens 16; done
 start_mock $MOCK_STREAM --tokens 32 --inter-token 5ms
 start_mock $MOCK_IDLE --tokens 3 --inter-token 120s
 
@@ -63,8 +66,17 @@ providers:
   fast: {type: openai, base_url: "http://127.0.0.1:$MOCK_FAST/v1"}
   stream: {type: openai, base_url: "http://127.0.0.1:$MOCK_STREAM/v1"}
   idle: {type: openai, base_url: "http://127.0.0.1:$MOCK_IDLE/v1"}
+  replicas:
+    type: openai
+    endpoints: ["http://127.0.0.1:$MOCK_FAST/v1", "http://127.0.0.1:19004/v1", "http://127.0.0.1:19005/v1", "http://127.0.0.1:19006/v1"]
 routes:
   fast: {provider: fast}
+  # The routed scenario: three weighted versions over one provider with four endpoints.
+  routed:
+    versions:
+      v1: {provider: replicas, weight: 90}
+      v2: {provider: replicas, weight: 9}
+      v3: {provider: replicas, weight: 1}
   stream: {provider: stream}
   idle: {provider: idle, timeouts: {first_token: 10s, idle: 300s, total: 600s}}
 tenants:
@@ -145,6 +157,7 @@ addr() { # target scenario-kind(fast|stream|idle)
 
 filler=$(printf 'lorem ipsum dolor sit amet %.0s' $(seq 33))
 body_fast="{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"$filler\"}],\"temperature\":0.2}"
+body_routed=${body_fast/\"model\":\"fast\"/\"model\":\"routed\"}
 body_stream="{\"model\":\"stream\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$filler\"}]}"
 body_idle='{"model":"idle","stream":true,"messages":[{"role":"user","content":"wait"}]}'
 
@@ -163,9 +176,9 @@ load() { # target kind body args... -> JSON line of the load generator
     --header "authorization: Bearer $key" "$@"
 }
 
-run_phase() { # scenario kind body args...
+run_phase() { # scenario kind body args...   (targets: $TARGETS, default all three)
   local scenario=$1 kind=$2 body=$3; shift 3
-  for target in direct tollgate nginx; do
+  for target in ${TARGETS:-direct tollgate nginx}; do
     local pid before after result
     pid=$(proxy_pid $target)
     before=$([ -n "$pid" ] && cpu_ns "$pid" || echo 0)
@@ -184,6 +197,8 @@ for round in $(seq "$rounds"); do
     run_phase "open_${rate}" fast "$body_fast" open --rate $rate --seconds "$secs"
   done
   run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
+  # What routing costs: the same load through 3 versions and 4 endpoints, Tollgate only.
+  TARGETS=tollgate run_phase closed_64_routed fast "$body_routed" closed --connections 64 --seconds "$secs"
   run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 done
 
