@@ -83,7 +83,7 @@ fn decode(c: &mut Criterion) {
                     RequestFields::parse(black_box(&body)).unwrap_or_else(|e| panic!("{e}"));
                 black_box(
                     fields
-                        .upstream_body(&body, model, stream)
+                        .upstream_body(&body, model, stream, &[])
                         .map(|b| b.len())
                         .unwrap_or(0),
                 )

@@ -171,3 +171,34 @@ async fn short_form_routes_are_version_default() {
     assert_eq!(headers["x-tollgate-route"], "m");
     assert_eq!(headers["x-tollgate-route-version"], "default");
 }
+
+#[tokio::test]
+async fn a_version_adds_its_headers_and_generation_defaults() {
+    let stable = MockServer::start(MockConfig::default()).await.unwrap();
+    let tuned = MockServer::start(MockConfig::default()).await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+         providers:\n  a:\n    type: openai\n    base_url: {}\n  b:\n    type: openai\n    base_url: {}\n\
+         routes:\n  m:\n    versions:\n      stable: {{provider: a}}\n      tuned:\n        provider: b\n        weight: 0\n        headers: {{x-experiment: tuned-7}}\n        defaults: {{temperature: 0.1, max_tokens: 32, stop: [\"END\"]}}\n",
+        stable.base_url(),
+        tuned.base_url()
+    );
+    let gw = gateway(&yaml).await;
+    let body = r#"{"model":"m@tuned","max_tokens":5,"messages":[]}"#;
+    assert_eq!(version_of(&gw, body, &[]).await, "tuned");
+    let sent = tuned.stats().last_request().unwrap();
+    assert_eq!(sent.headers["x-experiment"], "tuned-7");
+    let upstream = json(std::str::from_utf8(&sent.body).unwrap());
+    assert_eq!(upstream["temperature"], 0.1);
+    assert_eq!(upstream["max_tokens"], 5, "the caller's own value wins");
+    assert_eq!(upstream["stop"], serde_json::json!(["END"]));
+    // The other version is untouched by them.
+    assert_eq!(version_of(&gw, CHAT, &[]).await, "stable");
+    let sent = stable.stats().last_request().unwrap();
+    assert!(!sent.headers.contains_key("x-experiment"));
+    assert!(
+        json(std::str::from_utf8(&sent.body).unwrap())
+            .get("temperature")
+            .is_none()
+    );
+}

@@ -24,6 +24,8 @@ pub struct RequestFields<'a> {
     pub include_usage: bool,
     /// The OpenAI `user` field: an end-user id, a stickiness key for routes that ask for it.
     pub user: Option<Cow<'a, str>>,
+    /// Which of [`GENERATION_PARAMS`] the body sets, as bits.
+    pub params_present: u16,
     model_span: Range<usize>,
     stream_options: Option<(&'a RawValue, Range<usize>)>,
     /// Offset of the closing `}` of the top-level object.
@@ -36,6 +38,7 @@ struct RawFields<'a> {
     stream: Option<&'a RawValue>,
     stream_options: Option<&'a RawValue>,
     user: Option<&'a RawValue>,
+    params_present: u16,
     duplicate: Option<&'static str>,
 }
 
@@ -56,6 +59,10 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                         Field::Stream => (&mut fields.stream, "stream"),
                         Field::StreamOptions => (&mut fields.stream_options, "stream_options"),
                         Field::User => (&mut fields.user, "user"),
+                        Field::Generation(bit) => {
+                            fields.params_present |= 1 << bit;
+                            continue;
+                        }
                         Field::Other => continue,
                     };
                     // A repeated key could make the gateway and the upstream read different
@@ -77,7 +84,32 @@ enum Field {
     Stream,
     StreamOptions,
     User,
+    /// One of [`GENERATION_PARAMS`], by index.
+    Generation(u8),
     Other,
+}
+
+/// The generation parameters a route version may give defaults for: set in the body when the
+/// caller did not set them.
+pub const GENERATION_PARAMS: [&str; 10] = [
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "n",
+    "reasoning_effort",
+];
+
+/// Index of `name` in [`GENERATION_PARAMS`].
+pub fn generation_param(name: &str) -> Option<u8> {
+    GENERATION_PARAMS
+        .iter()
+        .position(|p| *p == name)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 impl<'de> de::Deserialize<'de> for Field {
@@ -94,7 +126,7 @@ impl<'de> de::Deserialize<'de> for Field {
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
                     "user" => Field::User,
-                    _ => Field::Other,
+                    other => generation_param(other).map_or(Field::Other, Field::Generation),
                 })
             }
         }
@@ -231,6 +263,7 @@ impl<'a> RequestFields<'a> {
             stream,
             include_usage,
             user,
+            params_present: raw.params_present,
             stream_options,
             object_end,
         })
@@ -245,8 +278,20 @@ impl<'a> RequestFields<'a> {
         body: &Bytes,
         upstream_model: Option<&[u8]>,
         ask_for_usage: bool,
+        defaults: &[ParamDefault],
     ) -> Result<Bytes, GatewayError> {
-        let mut edits: [Option<Edit<'_>>; 2] = [None, None];
+        let mut edits: [Option<Edit<'_>>; 3] = [None, None, None];
+        let missing: Vec<&ParamDefault> = defaults
+            .iter()
+            .filter(|d| self.params_present & (1 << d.bit) == 0)
+            .collect();
+        if !missing.is_empty() {
+            let text: Vec<u8> = missing
+                .iter()
+                .flat_map(|d| d.member.iter().copied())
+                .collect();
+            edits[2] = Some((self.object_end..self.object_end, Cow::Owned(text)));
+        }
         if let Some(model) = upstream_model {
             edits[0] = Some((self.model_span.clone(), Cow::Borrowed(model)));
         }
@@ -280,6 +325,13 @@ impl<'a> RequestFields<'a> {
 /// Replace the bytes in the range with the new text.
 type Edit<'a> = (Range<usize>, Cow<'a, [u8]>);
 
+/// A version's default for one generation parameter, rendered once as `,"name":value`.
+#[derive(Debug, Clone)]
+pub struct ParamDefault {
+    pub bit: u8,
+    pub member: Box<[u8]>,
+}
+
 #[derive(serde::Deserialize)]
 struct StreamOptions {
     #[serde(default)]
@@ -306,7 +358,7 @@ mod tests {
         let fields = RequestFields::parse(&bytes).unwrap();
         let model = model.map(|m| serde_json::to_vec(m).unwrap());
         let out = fields
-            .upstream_body(&bytes, model.as_deref(), fields.stream)
+            .upstream_body(&bytes, model.as_deref(), fields.stream, &[])
             .unwrap();
         String::from_utf8(out.to_vec()).unwrap()
     }
@@ -322,6 +374,39 @@ mod tests {
         let fields = RequestFields::parse(body).unwrap();
         assert!(matches!(fields.model, Cow::Borrowed("plain")));
         assert!(fields.stream);
+    }
+
+    #[test]
+    fn defaults_fill_only_what_the_caller_left_out() {
+        let defaults = [
+            ParamDefault {
+                bit: generation_param("temperature").unwrap(),
+                member: (*b",\"temperature\":0.2").into(),
+            },
+            ParamDefault {
+                bit: generation_param("max_tokens").unwrap(),
+                member: (*b",\"max_tokens\":64").into(),
+            },
+        ];
+        let bytes = Bytes::from_static(br#"{"model":"m","temperature":0.9}"#);
+        let fields = RequestFields::parse(&bytes).unwrap();
+        let out = fields
+            .upstream_body(&bytes, None, false, &defaults)
+            .unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"model":"m","temperature":0.9,"max_tokens":64}"#
+        );
+        let bytes = Bytes::from_static(br#"{"model":"m","max_tokens":5,"temperature":1}"#);
+        let fields = RequestFields::parse(&bytes).unwrap();
+        let out = fields
+            .upstream_body(&bytes, None, false, &defaults)
+            .unwrap();
+        assert_eq!(
+            out.as_ptr(),
+            bytes.as_ptr(),
+            "nothing to add: the body is shared as is"
+        );
     }
 
     #[test]
@@ -341,7 +426,9 @@ mod tests {
     fn unchanged_body_is_shared_not_copied() {
         let bytes = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
         let fields = RequestFields::parse(&bytes).unwrap();
-        let out = fields.upstream_body(&bytes, None, fields.stream).unwrap();
+        let out = fields
+            .upstream_body(&bytes, None, fields.stream, &[])
+            .unwrap();
         assert_eq!(out.as_ptr(), bytes.as_ptr());
     }
 
@@ -463,7 +550,7 @@ mod tests {
             let bytes = Bytes::from(body);
             if let Ok(fields) = RequestFields::parse(&bytes) {
                 let out = fields
-                    .upstream_body(&bytes, Some(b"\"x\""), fields.stream)
+                    .upstream_body(&bytes, Some(b"\"x\""), fields.stream, &[])
                     .unwrap_or_default();
                 if fields.stream && !out.is_empty() {
                     let json: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -150,7 +150,7 @@ async fn attempt(
         (*fields.model != *version.upstream_model).then_some(&*version.upstream_model_json);
     let out = Outbound {
         surface: request.surface,
-        body: fields.upstream_body(request.body, rewrite, request.stream)?,
+        body: fields.upstream_body(request.body, rewrite, request.stream, &version.defaults)?,
         stream: request.stream,
         strip_usage: request.strip_usage,
         arrived: exchange.arrived,

@@ -77,6 +77,14 @@ pub struct VersionConfig {
     /// Overrides the route's timeouts for this version.
     #[serde(default)]
     pub timeouts: Option<TimeoutsConfig>,
+    /// Extra headers on this version's upstream requests (beside the provider's own).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Generation parameters set when the caller did not set them (`temperature`, `top_p`,
+    /// `max_tokens`, `max_completion_tokens`, `presence_penalty`, `frequency_penalty`,
+    /// `seed`, `stop`, `n`, `reasoning_effort`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
 }
 
 /// Where a sticky route finds its key.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::{CompileError, problem};
+use crate::api::decode::{GENERATION_PARAMS, ParamDefault, generation_param};
 use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 use crate::providers::Provider;
 use crate::routing::Split;
@@ -60,6 +61,12 @@ pub struct Version {
     pub weight: u32,
     /// For a shadow version: the fraction of the route's requests mirrored to it.
     pub shadow: Option<f64>,
+    /// Extra upstream headers, as a map (hyper's client) and as ready-made header lines (the
+    /// lean client appends them to the provider's request prefix).
+    pub headers: http::HeaderMap,
+    pub header_lines: Bytes,
+    /// Generation parameters filled in when the caller left them out.
+    pub defaults: Box<[ParamDefault]>,
     pub metrics: Arc<RouteMetrics>,
 }
 
@@ -125,6 +132,8 @@ pub fn compile(
                     weight: None,
                     shadow: None,
                     timeouts: None,
+                    headers: Default::default(),
+                    defaults: Default::default(),
                 };
                 vec![(DEFAULT_VERSION, &short, path.clone())]
             }
@@ -247,6 +256,28 @@ fn compile_version(
             ));
         }
     }
+    let (headers, header_lines) = version_headers(path, version, provider)?;
+    let mut defaults = Vec::with_capacity(version.defaults.len());
+    for (name, value) in &version.defaults {
+        let bit = generation_param(name).ok_or_else(|| {
+            problem(
+                format!("{path}.defaults.{name}"),
+                format!(
+                    "not a generation parameter; one of: {}",
+                    GENERATION_PARAMS.join(", ")
+                ),
+            )
+        })?;
+        let mut member = serde_json::to_vec(&serde_json::json!({ name: value }))
+            .map_err(|e| problem(format!("{path}.defaults.{name}"), e.to_string()))?;
+        // `{"name":value}` -> `,"name":value`, to go before the body's closing brace.
+        member.pop();
+        member[0] = b',';
+        defaults.push(ParamDefault {
+            bit,
+            member: member.into(),
+        });
+    }
     let weight = version
         .weight
         .unwrap_or(if version.shadow.is_some() { 0 } else { 1 });
@@ -264,8 +295,52 @@ fn compile_version(
         timeouts,
         weight,
         shadow: version.shadow,
+        headers,
+        header_lines: header_lines.into(),
+        defaults: defaults.into(),
         metrics: metrics.route(alias, name),
     })
+}
+
+/// Headers the gateway writes itself, which a version may not set.
+const RESERVED_HEADERS: [&str; 6] = [
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "transfer-encoding",
+    "connection",
+];
+
+/// A version's extra upstream headers, validated, as a map and as header lines.
+fn version_headers(
+    path: &str,
+    version: &VersionConfig,
+    provider: &Provider,
+) -> Result<(http::HeaderMap, Vec<u8>), CompileError> {
+    let mut headers = http::HeaderMap::new();
+    let mut lines = Vec::new();
+    for (key, value) in &version.headers {
+        let at = format!("{path}.headers.{key}");
+        let name = http::HeaderName::try_from(key.as_str())
+            .map_err(|_| problem(&at, "not a valid header name"))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| problem(&at, "not a valid header value"))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(problem(at, "set by the gateway itself"));
+        }
+        if let Provider::Openai(p) = provider
+            && p.headers.contains_key(&name)
+        {
+            return Err(problem(at, format!("already set by provider `{}`", p.name)));
+        }
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+        headers.insert(name, value);
+    }
+    Ok((headers, lines))
 }
 
 fn check_timeouts(path: &str, timeouts: &TimeoutsConfig) -> Result<(), CompileError> {
@@ -371,6 +446,14 @@ mod tests {
             (
                 "  m:\n    versions:\n      v1: {provider: a}\n      s: {provider: b, shadow: 0.1}\n    fallbacks: [s]\n",
                 "routes.m.fallbacks[0]",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a, headers: {content-length: \"1\"}}\n",
+                "routes.m.versions.v1.headers.content-length",
+            ),
+            (
+                "  m:\n    versions:\n      v1: {provider: a, defaults: {messages: []}}\n",
+                "routes.m.versions.v1.defaults.messages",
             ),
         ];
         for (routes, path) in cases {

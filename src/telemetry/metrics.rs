@@ -527,6 +527,25 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_health_is_one_per_provider_endpoint_and_survives_recompiles() {
+        let metrics = Metrics::new();
+        let health = metrics.endpoint("vllm", "10.0.0.1:8000");
+        health.ejected_until.store(u64::MAX, Relaxed);
+        // A recompile asks again by name and gets the same state: still ejected.
+        let again = metrics.endpoint("vllm", "10.0.0.1:8000");
+        assert!(Arc::ptr_eq(&health, &again));
+        assert!(!Arc::ptr_eq(
+            &health,
+            &metrics.endpoint("vllm", "10.0.0.2:8000")
+        ));
+        assert!(
+            metrics.encode().contains(
+                "tollgate_endpoint_ejected{provider=\"vllm\",endpoint=\"10.0.0.1:8000\"} 1"
+            )
+        );
+    }
+
+    #[test]
     fn route_series_survive_being_asked_for_again() {
         let metrics = Metrics::new();
         metrics.route("a", "v1").record_status(200);

@@ -71,7 +71,7 @@ pub async fn forward(
         match &endpoint.transport {
             Transport::Lean { client, prefixes } => {
                 let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
-                let request = h1::encode_request(prefix, accept, &out.body);
+                let request = h1::encode_request(prefix, &version.header_lines, accept, &out.body);
                 let (head, body) = client
                     .send(&request)
                     .await
@@ -81,7 +81,7 @@ pub async fn forward(
             Transport::Hyper(clients) => {
                 let uri = endpoint.uri(out.surface).clone();
                 let (status, headers, incoming) =
-                    send_hyper(provider, clients, uri, accept, out.body.clone()).await?;
+                    send_hyper(provider, version, clients, uri, accept, out.body.clone()).await?;
                 Ok((status, headers, Source::Http(incoming)))
             }
         }
@@ -207,6 +207,7 @@ fn lean_error(provider: &OpenAiProvider, err: SendError) -> GatewayError {
 /// Sends through hyper's client (TLS and HTTP/2 upstreams).
 async fn send_hyper(
     provider: &OpenAiProvider,
+    version: &Version,
     clients: &[HttpClient],
     uri: http::Uri,
     accept: &'static str,
@@ -222,6 +223,7 @@ async fn send_hyper(
     })?;
     let headers = request.headers_mut();
     headers.clone_from(&provider.headers);
+    headers.extend(version.headers.clone());
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -258,11 +258,12 @@ pub fn request_prefix(path: &str, authority: &str, headers: &HeaderMap) -> Bytes
     Bytes::from(out)
 }
 
-/// A complete request: the prefix, the per-request headers and the body, in one buffer so it
-/// leaves in one write.
-pub fn encode_request(prefix: &[u8], accept: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + body.len() + 64);
+/// A complete request: the prefix, the route version's header lines, the per-request headers
+/// and the body, in one buffer so it leaves in one write.
+pub fn encode_request(prefix: &[u8], extra: &[u8], accept: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + extra.len() + body.len() + 64);
     out.extend_from_slice(prefix);
+    out.extend_from_slice(extra);
     out.extend_from_slice(b"accept: ");
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
@@ -281,7 +282,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "Bearer k".parse().unwrap());
         let prefix = request_prefix("/v1/chat/completions", "127.0.0.1:8000", &headers);
-        let request = encode_request(&prefix, "text/event-stream", b"{\"model\":\"m\"}");
+        let request = encode_request(
+            &prefix,
+            b"x-route: canary\r\n",
+            "text/event-stream",
+            b"{\"model\":\"m\"}",
+        );
         let mut slots = [httparse::EMPTY_HEADER; 16];
         let mut parsed = httparse::Request::new(&mut slots);
         let httparse::Status::Complete(len) = parsed.parse(&request).unwrap() else {
@@ -298,6 +304,7 @@ mod tests {
         };
         assert_eq!(get("host").unwrap(), b"127.0.0.1:8000");
         assert_eq!(get("authorization").unwrap(), b"Bearer k");
+        assert_eq!(get("x-route").unwrap(), b"canary");
         assert_eq!(get("content-length").unwrap(), b"13");
         assert_eq!(&request[len..], b"{\"model\":\"m\"}");
     }
