@@ -48,10 +48,9 @@ start_mock() { # port args...
   taskset -c 1 "$bin/tollgate-mock" --listen "127.0.0.1:$port" --threads 1 "$@" >"$work/mock-$port.out" &
   pids+=($!)
 }
-start_mock $MOCK_FAST --tokens 16
-# Three more replicas of the fast mock, for the routed scenario (one provider, 4 endpoints).
-MOCK_REPLICAS=(19004 19005 19006)
-for port in "${MOCK_REPLICAS[@]}"; do start_mock "$port" --tokens 16; done
+# The fast mock also answers on three more ports: the routed scenario's four endpoints are
+# one process, so it measures load balancing, not extra upstream processes.
+start_mock $MOCK_FAST --tokens 16 --also-listen 127.0.0.1:19004 --also-listen 127.0.0.1:19005 --also-listen 127.0.0.1:19006
 start_mock $MOCK_STREAM --tokens 32 --inter-token 5ms
 start_mock $MOCK_IDLE --tokens 3 --inter-token 120s
 

@@ -18,6 +18,10 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:18080")]
     listen: SocketAddr,
+    /// More addresses served by the same process and threads (repeatable): one upstream
+    /// that looks like several replicas, for measuring load balancing alone.
+    #[arg(long)]
+    also_listen: Vec<SocketAddr>,
     /// Delay before the first streamed event, e.g. 50ms.
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     ttft: Duration,
@@ -81,6 +85,10 @@ fn run(args: Args) -> io::Result<()> {
         keepalive_comments: args.keepalive_comments,
     };
     runtime.block_on(async move {
+        let mut replicas = Vec::with_capacity(args.also_listen.len());
+        for addr in &args.also_listen {
+            replicas.push(MockServer::start_on(*addr, config.clone()).await?);
+        }
         let server = MockServer::start_on(args.listen, config).await?;
         {
             // The harness waits for exactly this line before sending traffic.
@@ -90,6 +98,9 @@ fn run(args: Args) -> io::Result<()> {
         }
         let signal = shutdown_signal().await;
         server.shutdown().await;
+        for replica in replicas {
+            replica.shutdown().await;
+        }
         signal
     })
 }

@@ -24,7 +24,14 @@ impl Drop for Reap {
 
 #[tokio::test]
 async fn binary_serves_and_stops_on_sigterm() {
+    // A free port for --also-listen: bound here, released just before the mock binds it.
+    let also: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let also_addr = also.to_string();
     let child = Command::new(env!("CARGO_BIN_EXE_tollgate-mock"))
+        .args(["--also-listen", &also_addr])
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -70,6 +77,15 @@ async fn binary_serves_and_stops_on_sigterm() {
     let lf = raw.replace("\r\n", "\n");
     assert!(lf.starts_with(": keep-alive\n\n"));
     assert_eq!(data_events(&lf).len(), 4);
+
+    // The extra listener is the same server on another port.
+    let raw = text(
+        send(also, post("/v1/chat/completions", body, &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(data_events(&raw.replace("\r\n", "\n")).len(), 4);
 
     let status = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
