@@ -56,7 +56,10 @@ start_mock $MOCK_IDLE --tokens 3 --inter-token 120s
 
 key=sk-loadtest-key
 key_hash=$(printf %s "$key" | "$bin/tollgate" hash-key)
-cat >"$work/tollgate.yaml" <<YAML
+# The config sits in a directory of its own, as a mounted ConfigMap would: Tollgate watches
+# that directory for reloads, and the access log written next to it would wake the watcher.
+mkdir -p "$work/config"
+cat >"$work/config/tollgate.yaml" <<YAML
 server:
   listen: 127.0.0.1:$TG
 admin:
@@ -83,7 +86,7 @@ tenants:
     key_hashes: ["$key_hash"]
     models: ["*"]
 YAML
-taskset -c 0 "$bin/tollgate" serve --config "$work/tollgate.yaml" --log-format json >"$work/tollgate-access.log" &
+taskset -c 0 "$bin/tollgate" serve --config "$work/config/tollgate.yaml" --log-format json >"$work/tollgate-access.log" &
 tollgate_pid=$!
 pids+=($tollgate_pid)
 
