@@ -214,7 +214,7 @@ fn routing(c: &mut Criterion) {
                 user: None,
                 headers: &headers,
             };
-            b.iter(|| route_and_version(&snapshot, &tenant, black_box(&wanted)).map(|(_, v)| v))
+            b.iter(|| route_and_version(&snapshot, &tenant, black_box(&wanted)).map(|c| c.version))
         });
     }
     // Endpoint choice among 4 replicas, and recording the outcome, as a request does.

@@ -171,4 +171,12 @@ async fn check_refuses_ambiguous_endpoint_lists() {
     ))
     .await;
     assert!(err.contains("providers.p.endpoints"), "{err}");
+    let err = start_error(
+        "auth:\n  enabled: false\nproviders:\n  p:\n    type: openai\n    endpoints: [\"http://user:secret@127.0.0.1:1/v1\"]\nroutes:\n  m:\n    provider: p\n",
+    )
+    .await;
+    assert!(
+        err.contains("must not carry credentials") && !err.contains("secret"),
+        "{err}"
+    );
 }

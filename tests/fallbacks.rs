@@ -175,3 +175,18 @@ async fn a_retry_after_beyond_the_budget_is_not_waited_out() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(headers["x-tollgate-route-version"], "backup");
 }
+
+#[tokio::test]
+async fn a_pinned_version_is_never_replaced_by_a_fallback() {
+    let bad = faulty(status(503, None), Duration::ZERO).await;
+    let good = faulty(None, Duration::ZERO).await;
+    let gw = gateway_with_fallback(&bad.base_url(), &good, FALLBACK).await;
+    let (code, headers, _) = chat(&gw, r#"{"model":"m@primary","messages":[]}"#).await;
+    assert_eq!(
+        code,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the caller asked for primary's answer"
+    );
+    assert_eq!(headers["x-tollgate-route-version"], "primary");
+    assert_eq!(good.stats().requests(), 0);
+}

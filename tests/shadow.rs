@@ -96,3 +96,12 @@ async fn shadows_follow_their_sample_rate() {
     // 100 expected; the standard deviation is about 7.1, so +-28 is four of them.
     assert!((72..=128).contains(&copies), "{copies} of {total}");
 }
+
+#[tokio::test]
+async fn a_shadow_version_cannot_be_pinned() {
+    let (_live, shadow, gw) = live_and_shadow(Duration::ZERO, 1.0).await;
+    let (status, _, body) = chat(&gw, r#"{"model":"m@candidate","messages":[]}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_openai_error(&body, "version_not_found");
+    assert_eq!(shadow.stats().requests(), 0, "refused before any copy");
+}

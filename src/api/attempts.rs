@@ -9,12 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 
+use super::choose::Choice;
 use super::decode::RequestFields;
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::exchange::Exchange;
 use crate::routing::retry::{attempt_version, backoff};
-use crate::snapshot::{Limits, Route};
+use crate::snapshot::Limits;
 use crate::upstream::{Surface, retry_after, retryable_status};
 
 /// What every attempt sends, whichever version it goes to.
@@ -27,16 +28,18 @@ pub struct Request<'a> {
     pub limits: &'a Limits,
 }
 
-/// Runs the attempts of one request on `route`, starting with version `first`.
+/// Runs the attempts of one request, starting with the chosen version. A pinned version is
+/// retried but never replaced by a fallback: the caller asked for that version's answer.
 pub async fn run(
     exchange: &Exchange,
-    route: &Route,
-    first: usize,
+    choice: &Choice,
     request: &Request<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let (route, first) = (&*choice.route, choice.version);
+    let fallbacks: &[usize] = if choice.pinned { &[] } else { &route.fallbacks };
     let mut n = 0;
     loop {
-        let index = attempt_version(first, &route.fallbacks, n);
+        let index = attempt_version(first, fallbacks, n);
         exchange.start_attempt(index);
         let version = &route.versions[index];
         let result = super::attempt(exchange, version, request).await;
@@ -47,7 +50,7 @@ pub async fn run(
         if n >= route.retry.max_attempts {
             return result;
         }
-        let next = attempt_version(first, &route.fallbacks, n);
+        let next = attempt_version(first, fallbacks, n);
         let mut wait = backoff(
             n,
             route.retry.backoff,
@@ -60,6 +63,11 @@ pub async fn run(
                 return result;
             }
             wait = wait.max(wait_at_least);
+        }
+        // All attempts together stay within the failed version's total timeout, so retries
+        // never stretch a request far beyond what one attempt may take.
+        if exchange.arrived.elapsed() + wait >= version.timeouts.total.0 {
+            return result;
         }
         version.metrics.record_retry();
         tracing::debug!(route = %route.alias, from = %version.name, to = %route.versions[next].name, ?wait, "retrying");

@@ -23,12 +23,20 @@ pub struct Wanted<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Resolves `wanted` to a route and the index of one of its versions.
+/// Where a request goes: the route, the index of its version, and whether the caller pinned
+/// that version (then only that version may answer).
+pub struct Choice {
+    pub route: Arc<Route>,
+    pub version: usize,
+    pub pinned: bool,
+}
+
+/// Resolves `wanted` to a route and one of its versions.
 pub fn route_and_version(
     snapshot: &Snapshot,
     tenant: &Tenant,
     wanted: &Wanted<'_>,
-) -> Result<(Arc<Route>, usize), GatewayError> {
+) -> Result<Choice, GatewayError> {
     let (alias, pinned_in_model) = match wanted.model.split_once('@') {
         Some((alias, version)) => (alias, Some(version)),
         None => (wanted.model, None),
@@ -75,17 +83,21 @@ pub fn route_and_version(
                     "this key may not pin a model version",
                 ));
             }
-            route.version(name).ok_or_else(|| {
-                GatewayError::new(
-                    ErrorKind::VersionNotFound,
-                    format!(
-                        "the model `{}` has no version `{}`",
-                        route.alias,
-                        truncate(name, 100)
-                    ),
-                )
-                .with_param("model")
-            })?
+            // A shadow version's answers are never served, pinned or not.
+            route
+                .version(name)
+                .filter(|i| route.versions[*i].shadow.is_none())
+                .ok_or_else(|| {
+                    GatewayError::new(
+                        ErrorKind::VersionNotFound,
+                        format!(
+                            "the model `{}` has no version `{}` that serves answers",
+                            route.alias,
+                            truncate(name, 100)
+                        ),
+                    )
+                    .with_param("model")
+                })?
         }
         None => {
             let key = route.sticky.as_ref().and_then(|sticky| match sticky {
@@ -98,7 +110,11 @@ pub fn route_and_version(
             })?
         }
     };
-    Ok((route.clone(), index))
+    Ok(Choice {
+        route: route.clone(),
+        version: index,
+        pinned: pinned.is_some(),
+    })
 }
 
 /// At most `max` characters of `text`, for echoing client input in messages.

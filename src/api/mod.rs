@@ -121,7 +121,8 @@ async fn generate(
         user: fields.user.as_deref(),
         headers: &parts.headers,
     };
-    let (route, first) = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
+    let choice = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
+    let route = choice.route.clone();
     let _ = exchange.route.set(route.clone());
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
@@ -136,7 +137,7 @@ async fn generate(
         strip_usage: stream && !fields.include_usage,
         limits: &snapshot.limits,
     };
-    attempts::run(&exchange, &route, first, &request).await
+    attempts::run(&exchange, &choice, &request).await
 }
 
 /// One attempt at `version`: its provider, its upstream model, its timeouts.

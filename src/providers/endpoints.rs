@@ -19,8 +19,9 @@ use crate::config::EjectionConfig;
 
 /// Decay time of the latency estimate.
 const DECAY: Duration = Duration::from_secs(10);
-/// Latency assumed for an endpoint not measured yet (new, or back from ejection): low, so it
-/// gets probed, but not zero, so a few outstanding requests spread load off it.
+/// Latency assumed for an endpoint not measured yet (new, or back from ejection) when no
+/// endpoint of the provider has been measured either. Otherwise it is priced like the slowest
+/// measured peer: it gets its share of traffic, not all of it, until its first answer.
 const UNMEASURED_NANOS: f64 = 100_000.0;
 /// Latency charged for a failure: a replica that fails fast must not look fast.
 const FAILURE_PENALTY_NANOS: f64 = 1_000_000_000.0;
@@ -70,6 +71,16 @@ impl EndpointHealth {
         self.ejected_until.load(Relaxed) > now
     }
 
+    /// The latency estimate at `now`, decayed since its last sample; `None` until measured.
+    fn measured(&self, now: u64) -> Option<f64> {
+        let ewma = f64::from_bits(self.ewma_bits.load(Relaxed));
+        if ewma == 0.0 {
+            return None;
+        }
+        let idle = now.saturating_sub(self.ewma_at.load(Relaxed)) as f64;
+        Some(ewma * (-idle / DECAY.as_nanos() as f64).exp())
+    }
+
     /// The latency estimate at `now`, decayed since its last sample.
     fn latency(&self, now: u64) -> f64 {
         let ewma = f64::from_bits(self.ewma_bits.load(Relaxed));
@@ -80,9 +91,10 @@ impl EndpointHealth {
         ewma * (-idle / DECAY.as_nanos() as f64).exp()
     }
 
-    /// What sending one more request here is expected to cost.
-    pub fn cost(&self, now: u64) -> f64 {
-        self.latency(now) * (self.outstanding.load(Relaxed) as f64 + 1.0)
+    /// What sending one more request here is expected to cost, pricing an unmeasured
+    /// endpoint at `unmeasured` nanoseconds.
+    pub fn cost(&self, now: u64, unmeasured: f64) -> f64 {
+        self.measured(now).unwrap_or(unmeasured) * (self.outstanding.load(Relaxed) as f64 + 1.0)
     }
 
     /// A response arrived after `rtt`: fold it in (a peak is taken at once) and forgive past
@@ -177,11 +189,15 @@ pub fn pick<T>(
             let a = draw(n);
             let b = (a + 1 + draw(n - 1)) % n;
             let (a, b) = (healthy(a), healthy(b));
-            let index = if endpoints(b).cost(now) < endpoints(a).cost(now) {
-                b
-            } else {
-                a
-            };
+            // An unmeasured endpoint is priced like the slowest measured one.
+            let unmeasured = (0..items.len())
+                .filter_map(|i| endpoints(i).measured(now))
+                .fold(None, |top: Option<f64>, l| {
+                    Some(top.map_or(l, |t: f64| t.max(l)))
+                })
+                .unwrap_or(UNMEASURED_NANOS);
+            let cost = |i: usize| endpoints(i).cost(now, unmeasured);
+            let index = if cost(b) < cost(a) { b } else { a };
             Pick {
                 index,
                 all_ejected: false,
@@ -278,19 +294,25 @@ mod tests {
         let (flaky, steady) = (EndpointHealth::default(), EndpointHealth::default());
         flaky.succeeded(Duration::from_micros(200), 0);
         steady.succeeded(Duration::from_millis(20), 0);
-        assert!(flaky.cost(MS) < steady.cost(MS));
+        let cost = |e: &EndpointHealth| e.cost(MS, 0.0);
+        assert!(cost(&flaky) < cost(&steady));
         assert_eq!(flaky.failed(&policy(), None, MS), None);
         assert!(
-            flaky.cost(MS) > steady.cost(MS),
+            cost(&flaky) > cost(&steady),
             "one failure steers traffic away"
         );
         flaky.failed(&policy(), None, MS);
         flaky.failed(&policy(), None, MS);
         assert!(flaky.is_ejected(MS));
-        assert!(
-            flaky.cost(200 * MS) < steady.cost(200 * MS),
-            "back from ejection it is probed first"
-        );
+        // Back from ejection it is unmeasured: `pick` prices it like its slowest peer, so it
+        // shares the traffic instead of drawing all of it.
+        assert_eq!(flaky.measured(200 * MS), None);
+        let (a, b) = (&flaky, &steady);
+        let mut rng = fastrand::Rng::with_seed(9);
+        let to_flaky = (0..1000)
+            .filter(|_| pick(&[a, b], |e| *e, 200 * MS, |n| rng.usize(..n)).index == 0)
+            .count();
+        assert!((350..=650).contains(&to_flaky), "{to_flaky} of 1000");
     }
 
     #[test]

@@ -95,22 +95,8 @@ impl OpenAiProvider {
         workers: usize,
         metrics: &Metrics,
     ) -> Result<Self, CompileProblem> {
-        let mut headers = HeaderMap::new();
-        for (key, value) in &cfg.headers {
-            let name = HeaderName::try_from(key.as_str()).map_err(|_| {
-                (
-                    format!("headers.{key}"),
-                    "not a valid header name".to_owned(),
-                )
-            })?;
-            let value = HeaderValue::try_from(value.as_str()).map_err(|_| {
-                (
-                    format!("headers.{key}"),
-                    "not a valid header value".to_owned(),
-                )
-            })?;
-            headers.insert(name, value);
-        }
+        let mut headers = static_headers(&cfg.headers)
+            .map_err(|(key, why)| (format!("headers.{key}"), why.to_owned()))?;
         if let Some(key) = read_api_key(cfg)? {
             let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
                 (
@@ -211,6 +197,12 @@ fn compile_endpoint(
     if parsed.query().is_some() {
         return Err(bad_url("must not have a query string".into()));
     }
+    if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // The authority becomes a metric label and a Host header: no credentials in it.
+        return Err(bad_url(
+            "must not carry credentials; use api_key_env or api_key_file".into(),
+        ));
+    }
     let uri = |suffix: &str| -> Result<Uri, CompileProblem> {
         format!("{base}{suffix}")
             .parse()
@@ -255,6 +247,21 @@ fn compile_endpoint(
         embeddings,
         health: Arc::default(),
     })
+}
+
+/// Static upstream headers from config, validated; an error names the bad key.
+pub fn static_headers(
+    configured: &std::collections::BTreeMap<String, String>,
+) -> Result<HeaderMap, (String, &'static str)> {
+    let mut headers = HeaderMap::new();
+    for (key, value) in configured {
+        let name = HeaderName::try_from(key.as_str())
+            .map_err(|_| (key.clone(), "not a valid header name"))?;
+        let value = HeaderValue::try_from(value.as_str())
+            .map_err(|_| (key.clone(), "not a valid header value"))?;
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }
 
 /// Reads the upstream key from the environment or a file; never from the YAML itself.

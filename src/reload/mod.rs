@@ -24,6 +24,8 @@ pub use watch::watch_file;
 /// Quiet time after a file event before reloading, so an editor's or a ConfigMap's burst of
 /// events (write, rename, symlink swap) becomes one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A file that keeps changing is reloaded anyway after this many quiet periods (2.25 s).
+const MAX_DEBOUNCES: usize = 15;
 
 /// What asked for a reload.
 #[derive(Debug)]
@@ -111,8 +113,20 @@ pub async fn run(
         if let Trigger::Admin(reply) = trigger {
             replies.push(reply);
         } else {
-            // Let the burst settle, then fold whatever else arrived into this one reload.
-            tokio::time::sleep(DEBOUNCE).await;
+            // Wait for a quiet `DEBOUNCE` (bounded), folding the burst into this one reload.
+            for _ in 0..MAX_DEBOUNCES {
+                tokio::time::sleep(DEBOUNCE).await;
+                let mut more_events = false;
+                while let Ok(more) = triggers.try_recv() {
+                    match more {
+                        Trigger::Admin(reply) => replies.push(reply),
+                        Trigger::FileChanged | Trigger::Signal => more_events = true,
+                    }
+                }
+                if !more_events || !replies.is_empty() {
+                    break;
+                }
+            }
         }
         while let Ok(more) = triggers.try_recv() {
             if let Trigger::Admin(reply) = more {

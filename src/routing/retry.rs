@@ -16,11 +16,6 @@ pub fn attempt_version(first: usize, fallbacks: &[usize], n: usize) -> usize {
     }
 }
 
-/// How many versions the plan names (the chosen one and its distinct fallbacks).
-pub fn plan_len(first: usize, fallbacks: &[usize]) -> usize {
-    1 + fallbacks.iter().filter(|v| **v != first).count()
-}
-
 /// The wait before attempt `n` (`n >= 1`): "full jitter", a uniform draw below
 /// `base * 2^(n-1)`, capped at `max`. `unit` is the draw, in `[0, 1)`.
 pub fn backoff(n: usize, base: Duration, max: Duration, unit: f64) -> Duration {
@@ -45,8 +40,6 @@ mod tests {
         // No fallbacks: the same version again.
         let plan: Vec<usize> = (0..3).map(|n| attempt_version(1, &[], n)).collect();
         assert_eq!(plan, [1, 1, 1]);
-        assert_eq!(plan_len(0, &[2, 1]), 3);
-        assert_eq!(plan_len(2, &[2, 1]), 2);
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub async fn serve_api<S>(
             (service.clone(), metrics.clone(), stop.clone(), h2.clone());
         let watcher = graceful.watcher();
         async move {
-            let Some((first, is_h2)) = sniff(&stream, limits, stop.clone()).await else {
+            // One deadline for the first head, sniffing included.
+            let head_deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+            let Some((first, is_h2)) = sniff(&stream, head_deadline, stop.clone()).await else {
                 return;
             };
             if is_h2 {
@@ -96,7 +98,7 @@ pub async fn serve_api<S>(
                     tracing::debug!(error = %err, "h2 connection ended with an error");
                 }
             } else {
-                h1::serve(stream, first, service, limits, metrics, stop).await;
+                h1::serve(stream, first, head_deadline, service, limits, metrics, stop).await;
             }
         }
     })
@@ -107,7 +109,7 @@ pub async fn serve_api<S>(
 /// `None`: the client closed or sent nothing in time, or the gateway is draining.
 async fn sniff(
     stream: &TcpStream,
-    limits: ConnectionLimits,
+    deadline: tokio::time::Instant,
     mut shutdown: watch::Receiver<bool>,
 ) -> Option<(BytesMut, bool)> {
     let mut buf = BytesMut::with_capacity(h1::READ_CHUNK);
@@ -130,7 +132,7 @@ async fn sniff(
         }
     };
     let is_h2 = tokio::select! {
-        read = tokio::time::timeout(limits.header_read_timeout, reading) => read.ok().flatten()?,
+        read = tokio::time::timeout_at(deadline, reading) => read.ok().flatten()?,
         _ = shutdown.wait_for(|stop| *stop) => return None,
     };
     Some((buf, is_h2))

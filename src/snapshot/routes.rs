@@ -10,6 +10,7 @@ use super::{CompileError, problem};
 use crate::api::decode::{GENERATION_PARAMS, ParamDefault, generation_param};
 use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 use crate::providers::Provider;
+use crate::providers::openai::static_headers;
 use crate::routing::Split;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 
@@ -318,19 +319,16 @@ fn version_headers(
     version: &VersionConfig,
     provider: &Provider,
 ) -> Result<(http::HeaderMap, Vec<u8>), CompileError> {
-    let mut headers = http::HeaderMap::new();
+    let headers = static_headers(&version.headers)
+        .map_err(|(key, why)| problem(format!("{path}.headers.{key}"), why))?;
     let mut lines = Vec::new();
-    for (key, value) in &version.headers {
-        let at = format!("{path}.headers.{key}");
-        let name = http::HeaderName::try_from(key.as_str())
-            .map_err(|_| problem(&at, "not a valid header name"))?;
-        let value = HeaderValue::try_from(value.as_str())
-            .map_err(|_| problem(&at, "not a valid header value"))?;
+    for (name, value) in &headers {
+        let at = format!("{path}.headers.{name}");
         if RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(problem(at, "set by the gateway itself"));
         }
         if let Provider::Openai(p) = provider
-            && p.headers.contains_key(&name)
+            && p.headers.contains_key(name)
         {
             return Err(problem(at, format!("already set by provider `{}`", p.name)));
         }
@@ -338,7 +336,6 @@ fn version_headers(
         lines.extend_from_slice(b": ");
         lines.extend_from_slice(value.as_bytes());
         lines.extend_from_slice(b"\r\n");
-        headers.insert(name, value);
     }
     Ok((headers, lines))
 }

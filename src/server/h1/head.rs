@@ -117,8 +117,8 @@ pub enum BodyFraming {
     None,
 }
 
-/// Writes a response head into `out` (cleared first). Framing and connection headers are the
-/// server's to choose, so the same names in `headers` are skipped.
+/// Writes a response head into `out` (cleared first). Framing, connection and date headers
+/// are the server's to choose, so the same names in `headers` are skipped.
 pub fn encode_response(
     out: &mut Vec<u8>,
     status: StatusCode,
@@ -137,9 +137,12 @@ pub fn encode_response(
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
+        // Framing, connection and date are the server's own; an upstream's `date` would
+        // make two.
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
+            || name == header::DATE
         {
             continue;
         }
@@ -284,6 +287,10 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("connection", HeaderValue::from_static("upgrade"));
+        headers.insert(
+            "date",
+            HeaderValue::from_static("Mon, 01 Jan 2024 00:00:00 GMT"),
+        );
         let mut out = Vec::new();
         let date = b"Sat, 28 Nov 2026 03:00:00 GMT";
         encode_response(

@@ -54,6 +54,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 pub async fn serve<S>(
     stream: TcpStream,
     buf: BytesMut,
+    first_head_deadline: Instant,
     mut service: S,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
@@ -63,11 +64,15 @@ pub async fn serve<S>(
 {
     let conn = Arc::new(ConnIo::new(stream, buf));
     let mut head_out = Vec::with_capacity(256);
-    let mut deadline = pin!(tokio::time::sleep(limits.header_read_timeout));
+    let mut deadline = pin!(tokio::time::sleep_until(first_head_deadline));
+    let mut first = true;
     loop {
-        deadline
-            .as_mut()
-            .reset(Instant::now() + limits.header_read_timeout);
+        // Each head gets `header_read_timeout`; the first one's started with the connection.
+        if !std::mem::take(&mut first) {
+            deadline
+                .as_mut()
+                .reset(Instant::now() + limits.header_read_timeout);
+        }
         let head = match read_head(&conn, deadline.as_mut(), &mut shutdown, &limits).await {
             Ok(Some(head)) => head,
             Ok(None) => return,

@@ -267,7 +267,7 @@ pub fn encode_request(prefix: &[u8], extra: &[u8], accept: &str, body: &[u8]) ->
     out.extend_from_slice(b"accept: ");
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
     out
