@@ -110,3 +110,39 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .find(|path| path.is_file())
         .ok_or(())
 }
+
+/// The number of sample lines in a metrics text.
+fn series_count(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count()
+}
+
+#[tokio::test]
+async fn request_strings_never_become_labels() {
+    let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
+    // Warm every series an unknown model, a bad pin and a bad path can touch once.
+    for body in [r#"{"model":"warm"}"#, r#"{"model":"m@warm"}"#] {
+        chat(&gw, body).await;
+    }
+    call(gw.api_addr, post("/v1/warm", "{}", &[])).await;
+    let before = series_count(&metrics(&gw).await);
+    let mut rng = fastrand::Rng::with_seed(17);
+    for _ in 0..50 {
+        let word: String = (0..12).map(|_| rng.alphanumeric()).collect();
+        let (status, _, _) = chat(&gw, &format!(r#"{{"model":"{word}","user":"{word}"}}"#)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        chat(&gw, &format!(r#"{{"model":"m@{word}"}}"#)).await;
+        call(
+            gw.api_addr,
+            post(&format!("/v1/{word}"), "{}", &[("x-user-id", &word)]),
+        )
+        .await;
+    }
+    let text = metrics(&gw).await;
+    assert_eq!(
+        series_count(&text),
+        before,
+        "50 random models, versions and paths added no series"
+    );
+}
