@@ -5,17 +5,14 @@
 //! because the client went away.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::ErrorKind;
-use crate::exchange::Exchange;
 use crate::providers::endpoints::InFlight;
-use crate::telemetry::access_log;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::access_log::{self, Report};
 use crate::upstream::stats::ExchangeStats;
 use crate::upstream::tee::Tee;
 
@@ -24,17 +21,16 @@ enum Content {
     Stream(Pin<Box<Tee>>),
 }
 
-/// Set by the access-log layer: what to report when the body ends.
-struct Report {
-    exchange: Arc<Exchange>,
-    metrics: Arc<Metrics>,
+/// Set by the access-log layer: what to report when the body ends, and the status sent.
+struct Reporting {
+    report: Report,
     status: u16,
 }
 
 pub struct GatewayBody {
     content: Content,
     stats: ExchangeStats,
-    report: Option<Report>,
+    report: Option<Reporting>,
     /// Keeps the upstream endpoint's request counted as outstanding until the body is done.
     in_flight: Option<InFlight>,
 }
@@ -84,28 +80,24 @@ impl GatewayBody {
         matches!(self.content, Content::Stream(_))
     }
 
-    /// Arranges for the access log and metrics to be written when this body ends.
-    pub fn report_to(&mut self, exchange: Arc<Exchange>, metrics: Arc<Metrics>, status: u16) {
+    /// Arranges for the access log, metrics and spans to be written when this body ends.
+    pub fn report_to(&mut self, report: Report, status: u16) {
         if self.is_stream() {
-            metrics.stream_started();
+            report.metrics.stream_started();
         }
-        self.report = Some(Report {
-            exchange,
-            metrics,
-            status,
-        });
+        self.report = Some(Reporting { report, status });
     }
 
     fn finish(&mut self, completed: bool) {
-        if let Some(report) = self.report.take() {
+        if let Some(Reporting { report, status }) = self.report.take() {
             if self.is_stream() {
                 report.metrics.stream_ended();
             }
             access_log::record(
                 &report.exchange,
                 &report.metrics,
-                report.status,
-                &self.stats,
+                status,
+                &mut self.stats,
                 completed,
             );
         }

@@ -10,12 +10,18 @@ use crate::error::RescueLayer;
 use crate::snapshot::{Live, SnapshotLayer};
 use crate::telemetry::access_log::AccessLogLayer;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Tracer;
 
 /// Builds the service that answers every API request. Cloned once per connection.
-pub fn api(live: Live, metrics: Arc<Metrics>) -> crate::server::ApiStack {
+pub fn api(
+    live: Live,
+    metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
+) -> crate::server::ApiStack {
     ServiceBuilder::new()
-        // Outermost, so it sees every answer, errors included: request id, access log, metrics.
-        .layer(AccessLogLayer::new(metrics))
+        // Outermost, so it sees every answer, errors included: request id, trace context,
+        // access log, metrics and spans.
+        .layer(AccessLogLayer::new(metrics, tracer))
         // Every error from below becomes one response in the caller's dialect, here and only here.
         .layer(RescueLayer)
         // One snapshot per request: it sees the old config or the new, never a mix.

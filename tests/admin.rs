@@ -44,22 +44,41 @@ async fn metrics_count_requests_by_route_and_status() {
     assert_eq!(
         sample(
             &text,
-            "tollgate_requests_total{route=\"m\",version=\"default\",status=\"200\"}"
+            "tollgate_requests_total{route=\"m\",version=\"default\",tenant=\"anonymous\",status_class=\"2xx\",error_type=\"\"}"
         ),
         3.0
     );
     assert_eq!(
         sample(
             &text,
-            "tollgate_requests_total{route=\"\",version=\"\",status=\"404\"}"
+            "tollgate_requests_total{route=\"\",version=\"\",tenant=\"anonymous\",status_class=\"4xx\",error_type=\"model_not_found\"}"
         ),
         1.0
     );
+    let labels = [("route", "m"), ("version", "default")];
     assert_eq!(
-        sample(
+        sum_where(&text, "gen_ai_server_request_duration_count", &labels),
+        3.0
+    );
+    assert!(text.contains(
+        "gen_ai_server_request_duration_count{gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"self_hosted\",gen_ai_request_model=\"m\",route=\"m\",version=\"default\"} 3\n"
+    ), "{text}");
+    // The overhead of every request, routed or not, and none left in flight.
+    assert_eq!(
+        sum_where(&text, "tollgate_gateway_overhead_seconds_count", &labels),
+        3.0
+    );
+    assert_eq!(
+        sum_where(
             &text,
-            "tollgate_request_duration_seconds_count{route=\"m\",version=\"default\"}"
+            "tollgate_gateway_overhead_seconds_count",
+            &[("route", "")]
         ),
+        1.0
+    );
+    assert_eq!(sample(&text, "tollgate_requests_in_flight"), 0.0);
+    assert_eq!(
+        sum_where(&text, "tollgate_upstream_attempts_total", &labels),
         3.0
     );
     assert_eq!(

@@ -71,6 +71,7 @@ async fn each_kind_of_bad_body_gets_its_status_and_code() {
             "unknown_url",
         ),
     ];
+    let client_errors = cases.len() + 5;
     for (path, body, status, code) in cases {
         let (got, headers, text) = call(gw.api_addr, post(path, body, &[])).await;
         assert_eq!(got, status, "{body}: {text}");
@@ -128,17 +129,27 @@ async fn each_kind_of_bad_body_gets_its_status_and_code() {
         ),
         4.0
     );
+    // Every case above (and the five after them) is a client error that found no route.
     assert_eq!(
-        sample(
+        sum_where(
             &metrics,
-            "tollgate_requests_total{route=\"\",version=\"\",status=\"400\"}"
+            "tollgate_requests_total",
+            &[("route", ""), ("status_class", "4xx")]
         ),
-        7.0
+        client_errors as f64
+    );
+    assert_eq!(
+        sum_where(
+            &metrics,
+            "tollgate_requests_total",
+            &[("status_class", "2xx")]
+        ),
+        0.0
     );
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_requests_total{route=\"\",version=\"\",status=\"413\"}"
+            "tollgate_requests_total{route=\"\",version=\"\",tenant=\"anonymous\",status_class=\"4xx\",error_type=\"body_too_large\"}"
         ),
         1.0
     );

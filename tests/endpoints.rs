@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use http::StatusCode;
 use tollgate::server::Gateway;
-use tollgate_mock::{Fault, Latency, MockConfig, MockServer};
+use tollgate_mock::{Latency, MockConfig, MockServer};
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -46,16 +46,7 @@ fn authority(mock: &MockServer) -> String {
 
 #[tokio::test]
 async fn a_failing_replica_is_ejected_and_the_others_take_the_traffic() {
-    let bad = MockServer::start(MockConfig {
-        fault: Some(Fault::Status {
-            code: 503,
-            retry_after: None,
-            body: None,
-        }),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let bad = mock_failing_with(503).await;
     let good = MockServer::start(MockConfig::default()).await.unwrap();
     let gw = replicas(
         &[bad.base_url(), good.base_url()],

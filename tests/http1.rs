@@ -189,7 +189,7 @@ async fn refused_heads_get_400_in_the_openai_dialect_and_a_metric() {
     assert_eq!(
         sample(
             &text,
-            "tollgate_requests_total{route=\"\",version=\"\",status=\"400\"}"
+            "tollgate_requests_total{route=\"\",version=\"\",tenant=\"\",status_class=\"4xx\",error_type=\"malformed_http_request\"}"
         ),
         cases.len() as f64
     );

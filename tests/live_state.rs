@@ -59,7 +59,7 @@ async fn in_flight_requests_keep_their_snapshot_across_a_swap() {
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_requests_total{route=\"m\",version=\"default\",status=\"200\"}"
+            "tollgate_requests_total{route=\"m\",version=\"default\",tenant=\"anonymous\",status_class=\"2xx\",error_type=\"\"}"
         ),
         2.0
     );

@@ -61,7 +61,7 @@ async fn unpinned_traffic_splits_by_weight() {
     assert_eq!(
         sample(
             &text,
-            "tollgate_requests_total{route=\"m\",version=\"canary\",status=\"200\"}"
+            "tollgate_requests_total{route=\"m\",version=\"canary\",tenant=\"anonymous\",status_class=\"2xx\",error_type=\"\"}"
         ),
         to_canary as f64
     );

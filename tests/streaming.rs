@@ -78,12 +78,27 @@ async fn usage_is_requested_upstream_and_kept_only_when_the_client_asked() {
     assert_eq!(usage["usage"]["completion_tokens"], 3);
 
     let metrics = metrics(&gw).await;
+    let output = [
+        ("route", "m"),
+        ("version", "default"),
+        ("gen_ai_token_type", "output"),
+    ];
     assert_eq!(
-        sample(
-            &metrics,
-            "tollgate_tokens_total{route=\"m\",version=\"default\",type=\"output\"}"
-        ),
+        sum_where(&metrics, "gen_ai_client_token_usage_sum", &output),
         6.0
+    );
+    assert_eq!(
+        sum_where(&metrics, "gen_ai_client_token_usage_count", &output),
+        2.0
+    );
+    // Both streams ran to the end with three tokens: two time-per-token observations.
+    assert_eq!(
+        sum_where(
+            &metrics,
+            "gen_ai_server_time_per_output_token_count",
+            &[("route", "m")]
+        ),
+        2.0
     );
 }
 

@@ -35,7 +35,7 @@ async fn json_error_answers_pass_through_with_their_status() {
     assert_eq!(
         sample(
             &metrics,
-            "tollgate_requests_total{route=\"m\",version=\"default\",status=\"503\"}"
+            "tollgate_requests_total{route=\"m\",version=\"default\",tenant=\"anonymous\",status_class=\"5xx\",error_type=\"upstream_error_status\"}"
         ),
         2.0
     );

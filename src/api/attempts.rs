@@ -69,9 +69,16 @@ pub async fn run(
         if exchange.arrived.elapsed() + wait >= version.timeouts.total.0 {
             return result;
         }
+        // Retried: this attempt's answer is dropped, so its outcome is recorded now.
+        let (status, error) = match &result {
+            Ok(response) => (Some(response.status().as_u16()), None),
+            Err(err) => (None, Some(err.kind)),
+        };
+        exchange.attempt_failed(status, error);
         version.metrics.record_retry();
         tracing::debug!(route = %route.alias, from = %version.name, to = %route.versions[next].name, ?wait, "retrying");
         tokio::time::sleep(wait).await;
+        exchange.add_wait(wait);
     }
 }
 

@@ -13,6 +13,8 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::telemetry::trace::RequestParams;
+
 use crate::error::{ErrorKind, GatewayError};
 
 /// The fields of a request body the gateway reads, with where they sit in the body.
@@ -26,6 +28,10 @@ pub struct RequestFields<'a> {
     pub user: Option<Cow<'a, str>>,
     /// Which of [`GENERATION_PARAMS`] the body sets, as bits.
     pub params_present: u16,
+    /// The values of the parameters spans report, raw: by index in [`GENERATION_PARAMS`].
+    params: [Option<&'a RawValue>; GENERATION_PARAMS.len()],
+    /// The prompt: `messages` (chat), `prompt` (completions) or `input` (embeddings), raw.
+    pub content: Option<&'a RawValue>,
     model_span: Range<usize>,
     stream_options: Option<(&'a RawValue, Range<usize>)>,
     /// Offset of the closing `}` of the top-level object.
@@ -39,6 +45,8 @@ struct RawFields<'a> {
     stream_options: Option<&'a RawValue>,
     user: Option<&'a RawValue>,
     params_present: u16,
+    params: [Option<&'a RawValue>; GENERATION_PARAMS.len()],
+    content: Option<&'a RawValue>,
     duplicate: Option<&'static str>,
 }
 
@@ -61,6 +69,13 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                         Field::User => (&mut fields.user, "user"),
                         Field::Generation(bit) => {
                             fields.params_present |= 1 << bit;
+                            if let Some(slot) = fields.params.get_mut(usize::from(bit)) {
+                                *slot = Some(value);
+                            }
+                            continue;
+                        }
+                        Field::Content => {
+                            fields.content.get_or_insert(value);
                             continue;
                         }
                         Field::Other => continue,
@@ -86,6 +101,8 @@ enum Field {
     User,
     /// One of [`GENERATION_PARAMS`], by index.
     Generation(u8),
+    /// `messages`, `prompt` or `input`: what spans record for routes that record content.
+    Content,
     Other,
 }
 
@@ -126,6 +143,7 @@ impl<'de> de::Deserialize<'de> for Field {
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
                     "user" => Field::User,
+                    "messages" | "prompt" | "input" => Field::Content,
                     other => generation_param(other).map_or(Field::Other, Field::Generation),
                 })
             }
@@ -264,9 +282,38 @@ impl<'a> RequestFields<'a> {
             include_usage,
             user,
             params_present: raw.params_present,
+            params: raw.params,
+            content: raw.content,
             stream_options,
             object_end,
         })
+    }
+
+    /// The `gen_ai.request.*` values of this request as sent upstream: the caller's, else
+    /// the route version's defaults.
+    pub fn span_params(&self, stream: bool, defaults: &[ParamDefault]) -> RequestParams {
+        let raw = |name: &str| -> Option<serde_json::Value> {
+            let bit = generation_param(name)?;
+            if let Some(value) = self.params.get(usize::from(bit)).copied().flatten() {
+                return serde_json::from_str(value.get()).ok();
+            }
+            let default = defaults.iter().find(|d| d.bit == bit)?;
+            // `member` is `,"name":value`.
+            let object = format!("{{{}}}", String::from_utf8_lossy(&default.member[1..]));
+            serde_json::from_str::<serde_json::Value>(&object)
+                .ok()?
+                .get(name)
+                .cloned()
+        };
+        RequestParams {
+            max_tokens: raw("max_tokens")
+                .or_else(|| raw("max_completion_tokens"))
+                .and_then(|v| v.as_i64()),
+            temperature: raw("temperature").and_then(|v| v.as_f64()),
+            top_p: raw("top_p").and_then(|v| v.as_f64()),
+            seed: raw("seed").and_then(|v| v.as_i64()),
+            stream,
+        }
     }
 
     /// The body to send upstream. `upstream_model` is the JSON string literal to put in

@@ -21,6 +21,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::exchange::Exchange;
 use crate::providers::Provider;
 use crate::providers::demo::{self, DemoKind, DemoPlan, DemoStream};
+use crate::telemetry::trace::StepKind;
 use crate::upstream::source::Source;
 use crate::upstream::stats::ExchangeStats;
 use crate::upstream::tee::{StreamTimeouts, Tee};
@@ -112,6 +113,7 @@ async fn generate(
     surface: Surface,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let ApiRequest { exchange, http } = req;
+    let _ = exchange.operation.set(surface.operation());
     let snapshot = snapshot_of(&exchange)?.clone();
     let (parts, body) = http.into_parts();
     let body = request_body::read(&parts.headers, body, &snapshot.limits).await?;
@@ -121,9 +123,21 @@ async fn generate(
         user: fields.user.as_deref(),
         headers: &parts.headers,
     };
+    let routing = exchange.since_arrival();
     let choice = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
     let route = choice.route.clone();
     let _ = exchange.route.set(route.clone());
+    exchange.step(StepKind::Route, routing, choice.pinned);
+    if exchange.is_recording() {
+        let stream = fields.stream && surface != Surface::Embeddings;
+        let version = &route.versions[choice.version];
+        exchange.record_request(fields.span_params(stream, &version.defaults));
+        if route.trace_content
+            && let Some(input) = fields.content
+        {
+            exchange.record_input(body.slice_ref(input.get().as_bytes()));
+        }
+    }
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
     if !route.shadows.is_empty() {
@@ -158,22 +172,20 @@ async fn attempt(
     };
     match &version.provider {
         Provider::Openai(provider) => {
-            upstream::forward(provider, version, request.limits, out).await
+            upstream::forward(exchange, provider, version, request.limits, out).await
         }
-        Provider::Demo(provider) => demo_answer(provider, version, out).await,
+        Provider::Demo(provider) => demo_answer(exchange, provider, version, out).await,
     }
 }
 
 /// Answers from the built-in demo provider, through the same tee as real upstreams.
 async fn demo_answer(
+    exchange: &Exchange,
     provider: &demo::DemoProvider,
     version: &crate::snapshot::Version,
     out: Outbound,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let mut stats = ExchangeStats {
-        stream: out.stream,
-        ..ExchangeStats::default()
-    };
+    let mut stats = ExchangeStats::for_exchange(exchange, out.stream);
     let kind = match out.surface {
         Surface::Embeddings => {
             let body = demo::embeddings_body(provider, &out.body)?;
@@ -192,10 +204,16 @@ async fn demo_answer(
         upstream::set_stream_headers(response.headers_mut());
         return Ok(response);
     }
-    // A non-streaming answer arrives when the whole text would have been generated.
-    tokio::time::sleep(plan.generation_time(provider)).await;
+    // A non-streaming answer arrives when the whole text would have been generated: the
+    // demo's stand-in for waiting on an upstream.
+    let generating = plan.generation_time(provider);
+    tokio::time::sleep(generating).await;
+    exchange.add_wait(generating);
     let body = plan.response_body();
     let view = upstream::openai_view::AnswerView::parse(&body).ok();
+    if let Some(view) = &view {
+        stats.capture_from(view);
+    }
     stats.usage = view.as_ref().and_then(|v| v.usage);
     stats.finish_reason = view.and_then(|v| v.choices.finish_reason);
     stats.ttft = Some(out.arrived.elapsed());

@@ -12,7 +12,7 @@ use super::attempts::Request;
 use super::decode::RequestFields;
 use crate::exchange::Exchange;
 use crate::snapshot::{Limits, Route};
-use crate::telemetry::access_log;
+use crate::telemetry::access_log::{self, Report};
 use crate::upstream::Surface;
 use crate::upstream::stats::ExchangeStats;
 
@@ -80,12 +80,17 @@ pub fn mirror(
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let mut body = response.into_body();
-                    body.report_to(exchange.clone(), snapshot.metrics.clone(), status);
+                    let report = Report {
+                        exchange: exchange.clone(),
+                        metrics: snapshot.metrics.clone(),
+                        in_flight: None,
+                    };
+                    body.report_to(report, status);
                     // Reading to the end is what records it; the bytes go nowhere.
                     let _ = body.collect().await;
                 }
                 Err(err) => {
-                    let stats = ExchangeStats {
+                    let mut stats = ExchangeStats {
                         error: Some(err.kind),
                         stream,
                         ..ExchangeStats::default()
@@ -94,7 +99,7 @@ pub fn mirror(
                         &exchange,
                         &snapshot.metrics,
                         err.kind.status().as_u16(),
-                        &stats,
+                        &mut stats,
                         true,
                     );
                 }

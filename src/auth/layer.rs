@@ -8,6 +8,7 @@ use tower::{Layer, Service};
 use super::authenticate;
 use crate::api::ApiRequest;
 use crate::error::{ErrorKind, GatewayError};
+use crate::telemetry::trace::StepKind;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AuthLayer;
@@ -41,14 +42,19 @@ where
             let err = GatewayError::new(ErrorKind::Internal, "no config snapshot loaded");
             return Either::Left(ready(Err(err)));
         };
+        let started = req.exchange.since_arrival();
         let tenant = match &snapshot.keys {
             None => snapshot.anonymous.clone(),
             Some(keys) => match authenticate(keys, req.http.headers()) {
                 Ok(tenant) => tenant.clone(),
-                Err(err) => return Either::Left(ready(Err(err))),
+                Err(err) => {
+                    req.exchange.step(StepKind::Auth, started, false);
+                    return Either::Left(ready(Err(err)));
+                }
             },
         };
         let _ = req.exchange.tenant.set(tenant);
+        req.exchange.step(StepKind::Auth, started, true);
         Either::Right(self.inner.call(req))
     }
 }

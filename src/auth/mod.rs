@@ -21,6 +21,8 @@ use crate::error::{ErrorKind, GatewayError};
 #[derive(Debug)]
 pub struct Tenant {
     pub name: Box<str>,
+    /// Position in per-tenant series tables: 0 for `anonymous`, then config order from 1.
+    pub slot: usize,
     /// Indexed by route index: may this tenant use that alias?
     allowed: Box<[bool]>,
     /// The `GET /v1/models` answer for this tenant, built once per snapshot.
@@ -53,6 +55,7 @@ impl Tenant {
         let body = serde_json::json!({"object": "list", "data": listed});
         Self {
             name: name.into(),
+            slot: 0,
             allowed: allowed.into_boxed_slice(),
             models_body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
             may_pin: false,
@@ -62,6 +65,12 @@ impl Tenant {
     /// Lets this tenant pin route versions, or not.
     pub fn with_pinning(mut self, may_pin: bool) -> Self {
         self.may_pin = may_pin;
+        self
+    }
+
+    /// Places this tenant at `slot` of per-tenant series tables.
+    pub fn with_slot(mut self, slot: usize) -> Self {
+        self.slot = slot;
         self
     }
 

@@ -6,6 +6,7 @@
 
 mod duration;
 mod routes;
+mod tracing;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
 pub use routes::{RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
+pub use tracing::{OtlpConfig, OtlpProtocol, TracingConfig};
 
 /// The whole config file.
 #[derive(Debug, Deserialize)]
@@ -32,6 +34,9 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default, deserialize_with = "unique_keys")]
     pub routes: BTreeMap<String, RouteConfig>,
+    /// OTLP span export; off when absent.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// The client-facing API listener. Listener addresses are read at start-up only.

@@ -32,6 +32,10 @@ pub struct RouteConfig {
     pub fallbacks: Vec<String>,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Record prompts and completions on this route's spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`). Off by default: content often holds personal data.
+    #[serde(default)]
+    pub trace_content: bool,
 }
 
 /// A route's retry budget.

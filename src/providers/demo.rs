@@ -24,6 +24,7 @@ const WORDS: [&str; 24] = [
 /// The demo provider as compiled from config.
 #[derive(Debug)]
 pub struct DemoProvider {
+    pub name: Box<str>,
     pub ttft: Duration,
     pub inter_token: Duration,
     pub tokens: u32,
@@ -31,8 +32,9 @@ pub struct DemoProvider {
 }
 
 impl DemoProvider {
-    pub fn new(cfg: &DemoProviderConfig) -> Self {
+    pub fn new(name: &str, cfg: &DemoProviderConfig) -> Self {
         Self {
+            name: name.into(),
             ttft: cfg.ttft.0,
             inter_token: cfg.inter_token.0,
             tokens: cfg.tokens,
@@ -344,6 +346,7 @@ mod tests {
 
     fn provider(tokens: u32) -> DemoProvider {
         DemoProvider {
+            name: "demo".into(),
             ttft: Duration::ZERO,
             inter_token: Duration::ZERO,
             tokens,

@@ -15,3 +15,21 @@ pub enum Provider {
     Openai(Arc<OpenAiProvider>),
     Demo(Arc<DemoProvider>),
 }
+
+impl Provider {
+    /// The `gen_ai.provider.name` of this provider's answers.
+    pub fn genai_name(&self) -> &'static str {
+        match self {
+            Provider::Openai(provider) => provider.genai_name,
+            Provider::Demo(_) => "tollgate.demo",
+        }
+    }
+
+    /// The provider's name in the config.
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::Openai(provider) => &provider.name,
+            Provider::Demo(provider) => &provider.name,
+        }
+    }
+}

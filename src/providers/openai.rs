@@ -28,12 +28,18 @@ pub struct OpenAiProvider {
     /// Digest of the provider's config and the key it read. A reload keeps the running
     /// provider, and so its pooled connections, while this is unchanged.
     pub fingerprint: [u8; 32],
+    /// `gen_ai.provider.name`: `openai` for OpenAI's own API, `self_hosted` for every
+    /// OpenAI-compatible server run by its users (vLLM, TGI, Ollama, llama.cpp).
+    pub genai_name: &'static str,
 }
 
 /// One replica of a provider: its own URIs, connections and health.
 pub struct Endpoint {
     /// `host:port`, the `endpoint` label of its metrics.
     pub label: Box<str>,
+    /// Host and port apart, for the `server.address` and `server.port` span attributes.
+    pub host: Box<str>,
+    pub port: u16,
     pub transport: Transport,
     chat: Uri,
     completions: Uri,
@@ -142,8 +148,14 @@ impl OpenAiProvider {
             digest.update(value.as_bytes());
             digest.update(b"\0");
         }
+        let openai_hosted = endpoints.iter().all(|e| &*e.host == "api.openai.com");
         Ok(Self {
             name: name.into(),
+            genai_name: if openai_hosted {
+                "openai"
+            } else {
+                "self_hosted"
+            },
             endpoints: endpoints.into(),
             ejection: cfg.ejection,
             headers,
@@ -239,8 +251,15 @@ fn compile_endpoint(
                 .map_err(|err| ("ca_file".to_owned(), err))?,
         ),
     };
+    let default_port = if parsed.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
     Ok(Endpoint {
         label: authority.into(),
+        host: parsed.host().unwrap_or_default().into(),
+        port: parsed.port_u16().unwrap_or(default_port),
         transport,
         chat,
         completions,

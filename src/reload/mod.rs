@@ -199,6 +199,9 @@ fn load_and_compile(
     if old.admin != new.admin {
         return Err(restart_only("the admin section"));
     }
+    if old.tracing != new.tracing {
+        return Err(restart_only("the tracing section"));
+    }
     let running = shared.live.load_full();
     let next = snapshot::recompile(&config, &text, &shared.metrics, Some(&running))
         .map_err(|e| e.to_string())?;

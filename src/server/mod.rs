@@ -4,7 +4,7 @@ pub mod h1;
 mod inbound;
 mod listener;
 mod prefixed;
-mod workers;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use crate::error::RescueLayer;
 use crate::reload::{self, ReloadStatus, Reloader};
 use crate::snapshot::{self, CompileError, Live};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Tracer;
 
 pub use inbound::InboundBody;
 pub use listener::ConnectionLimits;
@@ -132,9 +133,21 @@ impl Gateway {
 
         let limits = ConnectionLimits::from(&config.server);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut workers = Vec::with_capacity(count + 1);
+        let mut workers = Vec::with_capacity(count + 3);
+        let tracer = match &config.tracing {
+            None => None,
+            Some(tracing) => {
+                let (tracer, exporter) =
+                    Tracer::new(tracing, metrics.clone()).map_err(StartError::Config)?;
+                // The exporter ends once every API worker (and so every tracer) is gone,
+                // after sending what is left.
+                let worker = Worker::spawn("tollgate-otlp".into(), 0, move || exporter.run());
+                workers.push(worker.map_err(bind_error(api_addr))?);
+                Some(tracer)
+            }
+        };
         for (index, socket) in api_sockets.into_iter().enumerate() {
-            let service = crate::stack::api(live.clone(), metrics.clone());
+            let service = crate::stack::api(live.clone(), metrics.clone(), tracer.clone());
             let (stop, metrics) = (shutdown_rx.clone(), metrics.clone());
             let name = format!("tollgate-worker-{index}");
             let worker = Worker::spawn(name, index, move || async move {
@@ -147,6 +160,7 @@ impl Gateway {
             });
             workers.push(worker.map_err(bind_error(api_addr))?);
         }
+        drop(tracer);
         // The admin listener has a thread of its own, so health checks and scrapes answer
         // even when every worker is saturated.
         let admin_service = tower::ServiceBuilder::new()

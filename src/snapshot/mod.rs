@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::auth::{KeyTable, Tenant};
 use crate::config::{Config, ProviderConfig};
 use crate::providers::{DemoProvider, OpenAiProvider, Provider};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, RequestCounters};
+
+/// The tenant every caller is while auth is off.
+const ANONYMOUS: &str = "anonymous";
 
 /// The one holder of live state.
 pub type Live = Arc<ArcSwap<Snapshot>>;
@@ -42,6 +45,8 @@ pub struct Snapshot {
     /// `None` when auth is off (loopback only); then every caller is `anonymous`.
     pub keys: Option<KeyTable>,
     pub anonymous: Arc<Tenant>,
+    /// Counters of requests that found no route version, per tenant slot.
+    pub unrouted: Box<[Arc<RequestCounters>]>,
     pub routes: HashMap<Box<str>, Arc<Route>>,
     /// By name; the next reload reuses the ones whose definition did not change.
     pub providers: HashMap<Box<str>, Provider>,
@@ -110,14 +115,22 @@ pub fn recompile(
                     _ => Provider::Openai(Arc::new(fresh)),
                 }
             }
-            ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(cfg))),
+            ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(name, cfg))),
         };
         providers.insert(name.as_str(), compiled);
     }
 
+    // Slot 0 is `anonymous` (auth off); configured tenants follow in config order.
+    let tenant_slots: Vec<&str> = std::iter::once(ANONYMOUS)
+        .chain(config.tenants.iter().map(|t| t.name.as_str()))
+        .collect();
+    let series = routes::SeriesSource {
+        metrics,
+        tenants: &tenant_slots,
+    };
     let mut routes = HashMap::new();
     for (index, (alias, route)) in config.routes.iter().enumerate() {
-        let compiled = routes::compile(alias, index, route, &providers, metrics)?;
+        let compiled = routes::compile(alias, index, route, &providers, &series)?;
         routes.insert(alias.as_str().into(), Arc::new(compiled));
     }
 
@@ -143,7 +156,8 @@ pub fn recompile(
         }
         let compiled = Arc::new(
             Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index)
-                .with_pinning(tenant.pin_versions),
+                .with_pinning(tenant.pin_versions)
+                .with_slot(i + 1),
         );
         for (k, hash) in tenant.key_hashes.iter().enumerate() {
             keys.insert(hash, compiled.clone())
@@ -162,8 +176,12 @@ pub fn recompile(
         keys: config.auth.enabled.then_some(keys),
         // Auth off is loopback only: a developer's machine or a test, where pinning is fine.
         anonymous: Arc::new(
-            Tenant::new("anonymous", &all, &aliases, &route_index).with_pinning(true),
+            Tenant::new(ANONYMOUS, &all, &aliases, &route_index).with_pinning(true),
         ),
+        unrouted: tenant_slots
+            .iter()
+            .map(|tenant| metrics.requests("", "", tenant))
+            .collect(),
         routes,
         providers: providers
             .into_iter()

@@ -12,7 +12,13 @@ use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 use crate::providers::Provider;
 use crate::providers::openai::static_headers;
 use crate::routing::Split;
-use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::metrics::{Metrics, RequestCounters, VersionMetrics};
+
+/// Where a route's metric series come from: the registry, and the tenants in slot order.
+pub struct SeriesSource<'a> {
+    pub metrics: &'a Metrics,
+    pub tenants: &'a [&'a str],
+}
 
 /// Most attempts one request may make, whatever the config says.
 const MAX_ATTEMPTS: usize = 10;
@@ -36,6 +42,8 @@ pub struct Route {
     /// Indexes of shadow versions.
     pub shadows: Box<[usize]>,
     pub retry: RetryPolicy,
+    /// Prompts and completions go on this route's spans.
+    pub trace_content: bool,
 }
 
 /// A route's retry budget, compiled.
@@ -68,7 +76,9 @@ pub struct Version {
     pub header_lines: Bytes,
     /// Generation parameters filled in when the caller left them out.
     pub defaults: Box<[ParamDefault]>,
-    pub metrics: Arc<RouteMetrics>,
+    pub metrics: Arc<VersionMetrics>,
+    /// Request counters of this version per tenant, by [`crate::auth::Tenant::slot`].
+    pub requests: Box<[Arc<RequestCounters>]>,
 }
 
 impl Route {
@@ -96,7 +106,7 @@ pub fn compile(
     index: usize,
     route: &RouteConfig,
     providers: &HashMap<&str, Provider>,
-    metrics: &Metrics,
+    series: &SeriesSource<'_>,
 ) -> Result<Route, CompileError> {
     let path = format!("routes.{alias}");
     if alias.is_empty() || alias.contains('@') {
@@ -156,7 +166,7 @@ pub fn compile(
     let mut compiled = Vec::with_capacity(versions.len());
     for (name, version, vpath) in versions {
         compiled.push(compile_version(
-            alias, name, version, route, providers, metrics, &vpath,
+            alias, name, version, route, providers, series, &vpath,
         )?);
     }
     let split = Split::new(alias, compiled.iter().map(|v| (&*v.name, v.weight)));
@@ -220,6 +230,7 @@ pub fn compile(
             backoff: route.retry.backoff.0,
             max_backoff: route.retry.max_backoff.0,
         },
+        trace_content: route.trace_content,
     })
 }
 
@@ -229,7 +240,7 @@ fn compile_version(
     version: &VersionConfig,
     route: &RouteConfig,
     providers: &HashMap<&str, Provider>,
-    metrics: &Metrics,
+    series: &SeriesSource<'_>,
     path: &str,
 ) -> Result<Version, CompileError> {
     if name.is_empty() || name.contains('@') {
@@ -299,7 +310,14 @@ fn compile_version(
         headers,
         header_lines: header_lines.into(),
         defaults: defaults.into(),
-        metrics: metrics.route(alias, name),
+        metrics: series
+            .metrics
+            .version(alias, name, provider.genai_name(), upstream_model),
+        requests: series
+            .tenants
+            .iter()
+            .map(|tenant| series.metrics.requests(alias, name, tenant))
+            .collect(),
     })
 }
 

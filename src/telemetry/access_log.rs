@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use crate::server::InboundBody;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -14,37 +15,64 @@ use crate::api::ApiRequest;
 use crate::body::GatewayBody;
 use crate::error::ErrorKind;
 use crate::exchange::Exchange;
-use crate::telemetry::metrics::Metrics;
+use crate::snapshot::Version;
+use crate::telemetry::metrics::{InFlightRequest, Metrics, Operation};
+use crate::telemetry::trace::record::nanos;
+use crate::telemetry::trace::{AnswerFacts, Finished, TraceContext, Tracer};
 use crate::upstream::stats::ExchangeStats;
 
 /// The tracing target of access-log lines, so they can be filtered or routed on their own.
 pub const TARGET: &str = "tollgate::access";
 
-/// Records metrics and writes the access-log line for one finished (or abandoned) request.
-/// `completed` is false when the client went away before the body ended.
+/// Records metrics, queues the spans of a traced request and writes the access-log line for
+/// one finished (or abandoned) request. `completed` is false when the client went away
+/// before the body ended.
 pub fn record(
-    exchange: &Exchange,
+    exchange: &Arc<Exchange>,
     metrics: &Metrics,
     status: u16,
-    stats: &ExchangeStats,
+    stats: &mut ExchangeStats,
     completed: bool,
 ) {
     let duration = exchange.arrived.elapsed();
     let route = exchange.route.get();
     let version = exchange.version();
-    let route_metrics = version
-        .map(|v| &v.metrics)
-        .unwrap_or_else(|| metrics.unrouted());
-    route_metrics.record_status(status);
-    route_metrics.duration.observe(duration);
-    if let Some(ttft) = stats.ttft {
-        route_metrics.ttft.observe(ttft);
-    }
-    if let Some(usage) = stats.usage {
-        route_metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens);
+    let tenant = exchange.tenant.get();
+    let counters = match (version, tenant) {
+        (Some(version), Some(tenant)) => version.requests.get(tenant.slot),
+        (None, Some(tenant)) => exchange
+            .snapshot()
+            .and_then(|snapshot| snapshot.unrouted.get(tenant.slot)),
+        _ => None,
+    };
+    counters
+        .unwrap_or_else(|| metrics.unauthenticated())
+        .record(status, stats.error);
+    if let Some(version) = version {
+        record_genai(exchange, version, duration, stats);
     }
     if let Some(kind) = stats.error {
         metrics.record_error(kind);
+    }
+    if let Some((spans, tracer)) = exchange.take_spans() {
+        tracer.submit(Finished {
+            exchange: exchange.clone(),
+            spans,
+            answer: AnswerFacts {
+                status,
+                upstream_status: stats.upstream_status,
+                error: stats.error,
+                stream: stats.stream,
+                ttft: stats.ttft,
+                usage: stats.usage,
+                finish_reason: stats.finish_reason.clone(),
+                response_id: stats.response_id.take(),
+                response_model: stats.response_model.take(),
+                output: stats.output.take(),
+                completed,
+            },
+            end: nanos(duration),
+        });
     }
 
     tracing::info!(
@@ -53,7 +81,7 @@ pub fn record(
         method = exchange.method.as_str(),
         path = &*exchange.path,
         status,
-        tenant = exchange.tenant.get().map(|t| &*t.name),
+        tenant = tenant.map(|t| &*t.name),
         route = route.map(|r| &*r.alias),
         route_version = version.map(|v| &*v.name),
         attempts = exchange.attempts(),
@@ -69,20 +97,52 @@ pub fn record(
         finish_reason = stats.finish_reason.as_ref().map(|f| f.as_str()),
         error = stats.error.map(ErrorKind::code),
         client_disconnected = !completed,
+        trace_id = exchange.is_recording().then(|| format!("{:032x}", exchange.trace.trace_id)),
         "request"
     );
 }
 
-/// Access-log layer: the outermost API layer. Opens the per-request record, stamps the
-/// request id on the response, and hands the record to the body, which reports at its end.
+/// The GenAI histograms of a request that reached a route version.
+fn record_genai(exchange: &Exchange, version: &Version, duration: Duration, stats: &ExchangeStats) {
+    let op = exchange.operation.get().copied().unwrap_or(Operation::Chat);
+    let series = version.metrics.operation(op);
+    series.duration(stats.error).observe_duration(duration);
+    if exchange.attempts() > 0 {
+        series
+            .attempt_duration(stats.error)
+            .observe_duration(exchange.attempt_elapsed());
+    }
+    if let Some(ttft) = stats.ttft {
+        series.ttft.observe_duration(ttft);
+    }
+    if let Some(usage) = stats.usage {
+        series.input_tokens.observe(usage.prompt_tokens);
+        if op != Operation::Embeddings {
+            series.output_tokens.observe(usage.completion_tokens);
+        }
+        // Time per output token after the first, for answers that streamed to the end.
+        if let (true, None, Some(ttft)) = (stats.stream, stats.error, stats.ttft)
+            && usage.completion_tokens > 1
+        {
+            let per_token = duration.saturating_sub(ttft)
+                / (usage.completion_tokens - 1).min(u64::from(u32::MAX)) as u32;
+            series.time_per_output_token.observe_duration(per_token);
+        }
+    }
+}
+
+/// Access-log layer: the outermost API layer. Opens the per-request record (with its trace
+/// context), counts the request in flight, stamps the request id on the response, records
+/// the gateway's overhead, and hands the record to the body, which reports at its end.
 #[derive(Clone)]
 pub struct AccessLogLayer {
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl AccessLogLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Arc<Metrics>, tracer: Option<Arc<Tracer>>) -> Self {
+        Self { metrics, tracer }
     }
 }
 
@@ -92,6 +152,7 @@ impl<S> Layer<S> for AccessLogLayer {
         AccessLog {
             inner,
             metrics: self.metrics.clone(),
+            tracer: self.tracer.clone(),
         }
     }
 }
@@ -100,6 +161,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl<S> Service<Request<InboundBody>> for AccessLog<S>
@@ -115,13 +177,27 @@ where
     }
 
     fn call(&mut self, http: Request<InboundBody>) -> Self::Future {
-        let exchange = Arc::new(Exchange::new(http.method().clone(), http.uri().path()));
+        let in_flight = self.metrics.request_started();
+        let trace = match &self.tracer {
+            Some(tracer) => tracer.context(http.headers()),
+            None => TraceContext::from_headers(http.headers(), 0.0),
+        };
+        let exchange = Arc::new(Exchange::traced(
+            http.method().clone(),
+            http.uri().path(),
+            trace,
+            self.tracer.as_ref(),
+        ));
         AccessLogFuture {
             inner: self.inner.call(ApiRequest {
                 exchange: exchange.clone(),
                 http,
             }),
-            report: Some((exchange, self.metrics.clone())),
+            report: Some(Report {
+                exchange,
+                metrics: self.metrics.clone(),
+                in_flight: Some(in_flight),
+            }),
         }
     }
 }
@@ -130,7 +206,7 @@ pin_project_lite::pin_project! {
     pub struct AccessLogFuture<F> {
         #[pin]
         inner: F,
-        report: Option<(Arc<Exchange>, Arc<Metrics>)>,
+        report: Option<Report>,
     }
 }
 
@@ -143,7 +219,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(mut response) = ready!(this.inner.poll(cx));
-        if let Some((exchange, metrics)) = this.report.take() {
+        if let Some(report) = this.report.take() {
+            let exchange = &report.exchange;
             if let Ok(id) = HeaderValue::from_bytes(&exchange.id.hex()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, id);
             }
@@ -152,16 +229,31 @@ where
                     .headers_mut()
                     .insert(ROUTE_HEADER, route.alias_header.clone());
             }
-            if let Some(version) = exchange.version() {
+            let version = exchange.version();
+            if let Some(version) = version {
                 response
                     .headers_mut()
                     .insert(ROUTE_VERSION_HEADER, version.name_header.clone());
             }
+            // The response head is ready: what the gateway spent so far is its overhead.
+            version
+                .map_or_else(|| report.metrics.unrouted(), |v| &v.metrics)
+                .overhead
+                .observe_duration(exchange.overhead());
             let status = response.status().as_u16();
-            response.body_mut().report_to(exchange, metrics, status);
+            response.body_mut().report_to(report, status);
         }
         Poll::Ready(Ok(response))
     }
+}
+
+/// What a response body reports to when it ends.
+pub struct Report {
+    pub exchange: Arc<Exchange>,
+    pub metrics: Arc<Metrics>,
+    /// Counts the request in flight until the report is dropped; `None` for shadow copies,
+    /// which are not requests of their own.
+    pub in_flight: Option<InFlightRequest>,
 }
 
 /// Response header carrying the request id that the access log line also carries.

@@ -23,9 +23,24 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Builds the client for one provider. Errors name what is wrong, for `tollgate check`.
 pub fn build(cfg: &OpenAiProviderConfig) -> Result<HttpClient, String> {
+    build_with(
+        cfg.ca_file.as_deref(),
+        cfg.connect_timeout.0,
+        cfg.pool_max_idle_per_host,
+        cfg.http,
+    )
+}
+
+/// Builds a client trusting the webpki roots and the certificates in `ca_file`.
+pub fn build_with(
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    version: UpstreamHttp,
+) -> Result<HttpClient, String> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &cfg.ca_file {
+    if let Some(path) = ca_file {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|err| format!("cannot read CA file {}: {err}", path.display()))?
             .collect::<Result<_, _>>()
@@ -50,12 +65,12 @@ pub fn build(cfg: &OpenAiProviderConfig) -> Result<HttpClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout.0));
+    http.set_connect_timeout(Some(connect_timeout));
 
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    let connector = match cfg.http {
+    let connector = match version {
         UpstreamHttp::Http1 => builder.enable_http1().wrap_connector(http),
         UpstreamHttp::Http2 => builder.enable_http2().wrap_connector(http),
         UpstreamHttp::Auto => builder.enable_all_versions().wrap_connector(http),
@@ -63,10 +78,10 @@ pub fn build(cfg: &OpenAiProviderConfig) -> Result<HttpClient, String> {
     let mut client = Client::builder(TokioExecutor::new());
     client
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+        .pool_max_idle_per_host(pool_max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
-    if cfg.http == UpstreamHttp::Http2 {
+    if version == UpstreamHttp::Http2 {
         client.http2_only(true);
     }
     Ok(client.build(connector))

@@ -9,10 +9,12 @@ use tokio::time::Instant;
 
 use crate::body::GatewayBody;
 use crate::error::{ErrorKind, GatewayError};
+use crate::exchange::Exchange;
 use crate::providers::OpenAiProvider;
 use crate::providers::endpoints;
 use crate::providers::openai::Transport;
 use crate::snapshot::{Limits, Version};
+use crate::telemetry::metrics::Operation;
 use crate::upstream::client::HttpClient;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::openai_view::AnswerView;
@@ -26,6 +28,17 @@ pub enum Surface {
     Chat,
     Completions,
     Embeddings,
+}
+
+impl Surface {
+    /// The surface's `gen_ai.operation.name`.
+    pub fn operation(self) -> Operation {
+        match self {
+            Surface::Chat => Operation::Chat,
+            Surface::Completions => Operation::TextCompletion,
+            Surface::Embeddings => Operation::Embeddings,
+        }
+    }
 }
 
 /// What the caller asked for, as far as forwarding is concerned.
@@ -51,8 +64,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONTENT_LENGTH,
 ];
 
-/// Sends `out` to `provider` for `version` and returns the client's response.
+/// Sends `out` to `provider` for `version` and returns the client's response. Time spent
+/// waiting on the upstream is added to `exchange`'s wait, so it does not count as overhead.
 pub async fn forward(
+    exchange: &Exchange,
     provider: &OpenAiProvider,
     version: &Version,
     limits: &Limits,
@@ -65,13 +80,24 @@ pub async fn forward(
         "application/json"
     };
     let (endpoint, all_ejected) = provider.pick();
+    if exchange.is_recording()
+        && let Some(index) = provider
+            .endpoints
+            .iter()
+            .position(|e| std::ptr::eq(e, endpoint))
+    {
+        exchange.attempt_endpoint(index);
+    }
+    let trace = TraceHeaders::of(exchange);
     let in_flight = endpoint.health.start();
     let started = Instant::now();
     let sending = async {
         match &endpoint.transport {
             Transport::Lean { client, prefixes } => {
                 let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
-                let request = h1::encode_request(prefix, &version.header_lines, accept, &out.body);
+                let [traceparent, tracestate] = trace.lines();
+                let lines = [&version.header_lines[..], traceparent, tracestate];
+                let request = h1::encode_request(prefix, &lines, accept, &out.body);
                 let (head, body) = client
                     .send(&request)
                     .await
@@ -80,8 +106,16 @@ pub async fn forward(
             }
             Transport::Hyper(clients) => {
                 let uri = endpoint.uri(out.surface).clone();
-                let (status, headers, incoming) =
-                    send_hyper(provider, version, clients, uri, accept, out.body.clone()).await?;
+                let (status, headers, incoming) = send_hyper(
+                    provider,
+                    version,
+                    clients,
+                    uri,
+                    accept,
+                    out.body.clone(),
+                    &trace,
+                )
+                .await?;
                 Ok((status, headers, Source::Http(incoming)))
             }
         }
@@ -94,6 +128,7 @@ pub async fn forward(
         .retryable()),
         Ok(result) => result,
     };
+    exchange.add_wait(started.elapsed());
     // The endpoint's health learns from every head or failure.
     let now = endpoints::now();
     let (status, headers, source) = match sent {
@@ -120,7 +155,19 @@ pub async fn forward(
     } else {
         endpoint.health.succeeded(started.elapsed(), now);
     }
-    let mut answer = answer(status, headers, source, limits, deadlines, out).await;
+    let stats = ExchangeStats {
+        upstream_status: Some(status.as_u16()),
+        ..ExchangeStats::for_exchange(exchange, out.stream)
+    };
+    let mut answer = answer(
+        exchange,
+        (status, headers, source),
+        limits,
+        deadlines,
+        out,
+        stats,
+    )
+    .await;
     if let Ok(response) = &mut answer {
         response.body_mut().hold(in_flight);
     }
@@ -129,24 +176,21 @@ pub async fn forward(
 
 /// The client's response from an upstream head and body source.
 async fn answer(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    source: Source,
+    exchange: &Exchange,
+    (status, mut headers, source): (StatusCode, HeaderMap, Source),
     limits: &Limits,
     deadlines: StreamTimeouts,
     out: Outbound,
+    mut stats: ExchangeStats,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    let mut stats = ExchangeStats {
-        stream: out.stream,
-        upstream_status: Some(status.as_u16()),
-        ..ExchangeStats::default()
-    };
-
     if !status.is_success() {
-        return upstream_error(status, headers, source, limits, deadlines.total, stats).await;
+        let reading = Instant::now();
+        let answer = upstream_error(status, headers, source, limits, deadlines.total, stats).await;
+        exchange.add_wait(reading.elapsed());
+        return answer;
     }
     if out.stream {
         let is_sse = headers
@@ -166,13 +210,17 @@ async fn answer(
         return Ok(response);
     }
 
-    let body = read_body(source, limits, deadlines.total).await?;
+    let reading = Instant::now();
+    let body = read_body(source, limits, deadlines.total).await;
+    exchange.add_wait(reading.elapsed());
+    let body = body?;
     let view = AnswerView::parse(&body).map_err(|_| {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,
             "upstream answered with malformed JSON",
         )
     })?;
+    stats.capture_from(&view);
     stats.usage = view.usage;
     stats.finish_reason = view.choices.finish_reason;
     stats.ttft = Some(out.arrived.elapsed());
@@ -212,6 +260,7 @@ async fn send_hyper(
     uri: http::Uri,
     accept: &'static str,
     body: Bytes,
+    trace: &TraceHeaders,
 ) -> Result<(StatusCode, HeaderMap, Incoming), GatewayError> {
     let client = Transport::hyper_client(clients)
         .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "provider has no client"))?;
@@ -229,6 +278,7 @@ async fn send_hyper(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    trace.insert_into(headers);
     match client.request(request).await {
         Ok(response) => {
             let (parts, incoming) = response.into_parts();
@@ -372,4 +422,59 @@ fn source_chain(err: &dyn std::error::Error) -> String {
         next = cause.source();
     }
     text
+}
+
+/// The trace context headers of one upstream attempt.
+pub struct TraceHeaders {
+    /// `traceparent: ...\r\n`, when there is a trace to continue.
+    traceparent: Option<[u8; 13 + 55 + 2]>,
+    /// `tracestate: ...\r\n`, forwarded unchanged with the traceparent.
+    tracestate: Option<Vec<u8>>,
+}
+
+impl TraceHeaders {
+    pub fn of(exchange: &Exchange) -> Self {
+        let Some(parent) = exchange.upstream_traceparent() else {
+            return Self {
+                traceparent: None,
+                tracestate: None,
+            };
+        };
+        let mut line = [0u8; 70];
+        line[..13].copy_from_slice(b"traceparent: ");
+        line[13..68].copy_from_slice(&parent);
+        line[68..].copy_from_slice(b"\r\n");
+        let tracestate = exchange.trace.tracestate.as_ref().map(|state| {
+            let mut line = Vec::with_capacity(state.len() + 14);
+            line.extend_from_slice(b"tracestate: ");
+            line.extend_from_slice(state.as_bytes());
+            line.extend_from_slice(b"\r\n");
+            line
+        });
+        Self {
+            traceparent: Some(line),
+            tracestate,
+        }
+    }
+
+    /// Header lines for the lean HTTP/1.1 client (empty when absent).
+    pub fn lines(&self) -> [&[u8]; 2] {
+        [
+            self.traceparent.as_ref().map_or(&[][..], |line| &line[..]),
+            self.tracestate.as_deref().unwrap_or_default(),
+        ]
+    }
+
+    /// The same headers, for hyper's client.
+    fn insert_into(&self, headers: &mut HeaderMap) {
+        let value = |line: &[u8], name_len: usize| {
+            HeaderValue::from_bytes(&line[name_len..line.len() - 2]).ok()
+        };
+        if let Some(v) = self.traceparent.as_ref().and_then(|l| value(l, 13)) {
+            headers.insert(HeaderName::from_static("traceparent"), v);
+        }
+        if let Some(v) = self.tracestate.as_ref().and_then(|l| value(l, 12)) {
+            headers.insert(HeaderName::from_static("tracestate"), v);
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// Token usage as reported upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -18,6 +19,24 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// The part of the prompt served from the upstream's prompt cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+/// The part of the completion spent on reasoning.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
 }
 
 /// Why generation stopped. The common values are variants so the hot path does not allocate.
@@ -58,13 +77,40 @@ impl FinishReason {
 /// What the gateway reads from one chunk or one whole response.
 #[derive(Debug, Default, Deserialize)]
 pub struct AnswerView<'a> {
-    #[serde(default)]
-    pub choices: ChoicesView,
+    /// `id` and `model` of the answer, borrowed (raw, as they are read only for spans).
+    #[serde(default, borrow)]
+    pub id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub choices: ChoicesView<'a>,
     #[serde(default)]
     pub usage: Option<Usage>,
     /// Present on mid-stream error events (`data: {"error":{...}}`).
     #[serde(default, borrow)]
     pub error: Option<&'a serde_json::value::RawValue>,
+}
+
+/// A raw JSON string as text (`None` if it is not a string).
+pub fn raw_str(raw: &RawValue) -> Option<Box<str>> {
+    serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get())
+        .ok()
+        .map(|s| s.into())
+}
+
+/// The text of a raw content holder: a `text` string, or the `content` string of a `delta`
+/// or `message` object.
+pub fn content_text(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Holder<'a> {
+        #[serde(default, borrow)]
+        content: Option<std::borrow::Cow<'a, str>>,
+    }
+    if let Ok(text) = serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()) {
+        return Some(text.into_owned());
+    }
+    let holder: Holder<'_> = serde_json::from_str(raw.get()).ok()?;
+    holder.content.map(std::borrow::Cow::into_owned)
 }
 
 impl<'a> AnswerView<'a> {
@@ -80,39 +126,51 @@ impl<'a> AnswerView<'a> {
 
 /// The parts of `choices` the gateway needs, gathered without collecting the array.
 #[derive(Debug, Default)]
-pub struct ChoicesView {
+pub struct ChoicesView<'a> {
     /// Number of choices in this chunk (`null` counts as zero).
     pub count: usize,
     /// The last non-null `finish_reason` among them.
     pub finish_reason: Option<FinishReason>,
+    /// The first choice's content holder, raw: `delta` (stream chunks), `message` (chat
+    /// answers) or `text` (completions). Decoded only for routes that record content.
+    pub content: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct ChoiceView<'a> {
     #[serde(default, borrow)]
     finish_reason: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    text: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for ChoicesView {
+impl<'de: 'a, 'a> Deserialize<'de> for ChoicesView<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ChoicesVisitor;
-        impl<'de> Visitor<'de> for ChoicesVisitor {
-            type Value = ChoicesView;
+        struct ChoicesVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ChoicesVisitor<'a> {
+            type Value = ChoicesView<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of choices or null")
             }
-            fn visit_unit<E>(self) -> Result<ChoicesView, E> {
+            fn visit_unit<E>(self) -> Result<ChoicesView<'a>, E> {
                 Ok(ChoicesView::default())
             }
-            fn visit_none<E>(self) -> Result<ChoicesView, E> {
+            fn visit_none<E>(self) -> Result<ChoicesView<'a>, E> {
                 Ok(ChoicesView::default())
             }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ChoicesView, D::Error> {
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<ChoicesView<'a>, D::Error> {
                 d.deserialize_any(self)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChoicesView, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ChoicesView<'a>, A::Error> {
                 let mut view = ChoicesView::default();
                 while let Some(choice) = seq.next_element::<ChoiceView<'de>>()? {
+                    if view.count == 0 {
+                        view.content = choice.delta.or(choice.message).or(choice.text);
+                    }
                     view.count += 1;
                     if let Some(reason) = choice.finish_reason {
                         view.finish_reason = Some(FinishReason::parse(&reason));
@@ -121,7 +179,7 @@ impl<'de> Deserialize<'de> for ChoicesView {
                 Ok(view)
             }
         }
-        deserializer.deserialize_option(ChoicesVisitor)
+        deserializer.deserialize_option(ChoicesVisitor(std::marker::PhantomData))
     }
 }
 

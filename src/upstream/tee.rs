@@ -309,6 +309,7 @@ fn inspect(
     if let Some(usage) = view.usage {
         stats.usage = Some(usage);
     }
+    stats.capture_from(&view);
     if let Some(reason) = view.choices.finish_reason.clone() {
         stats.finish_reason = Some(reason);
     }

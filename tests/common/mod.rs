@@ -48,6 +48,20 @@ pub async fn start_error(yaml: &str) -> String {
 }
 
 /// A mock with `mock_config` and a gateway in front of it with [`OPEN_ROUTES`].
+/// A mock upstream that answers every request with HTTP `code` (an OpenAI error body).
+pub async fn mock_failing_with(code: u16) -> MockServer {
+    MockServer::start(MockConfig {
+        fault: Some(tollgate_mock::Fault::Status {
+            code,
+            retry_after: None,
+            body: None,
+        }),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn mock_and_gateway(mock_config: MockConfig) -> (MockServer, Gateway) {
     mock_and_gateway_with(mock_config, OPEN_ROUTES).await
 }
@@ -184,6 +198,21 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         })
         .map(|value| value.trim().parse().unwrap())
         .unwrap_or(0.0)
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`.
+pub fn sum_where(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            let (set, value) = rest.rsplit_once("} ")?;
+            let matches = labels
+                .iter()
+                .all(|(k, v)| set.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            matches.then(|| value.trim().parse::<f64>().unwrap())
+        })
+        .sum()
 }
 
 /// Waits until the gateway's in-flight stream gauge is back to zero.

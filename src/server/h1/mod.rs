@@ -77,7 +77,9 @@ pub async fn serve<S>(
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(err) => {
-                metrics.unrouted().record_status(err.kind.status().as_u16());
+                metrics
+                    .unauthenticated()
+                    .record(err.kind.status().as_u16(), Some(err.kind));
                 metrics.record_error(err.kind);
                 tracing::debug!(error = %err, "refused a request head");
                 let answer = error::into_response(&err);

@@ -260,10 +260,13 @@ pub fn request_prefix(path: &str, authority: &str, headers: &HeaderMap) -> Bytes
 
 /// A complete request: the prefix, the route version's header lines, the per-request headers
 /// and the body, in one buffer so it leaves in one write.
-pub fn encode_request(prefix: &[u8], extra: &[u8], accept: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + extra.len() + body.len() + 64);
+pub fn encode_request(prefix: &[u8], extra: &[&[u8]], accept: &str, body: &[u8]) -> Vec<u8> {
+    let extra_len: usize = extra.iter().map(|line| line.len()).sum();
+    let mut out = Vec::with_capacity(prefix.len() + extra_len + body.len() + 64);
     out.extend_from_slice(prefix);
-    out.extend_from_slice(extra);
+    for line in extra {
+        out.extend_from_slice(line);
+    }
     out.extend_from_slice(b"accept: ");
     out.extend_from_slice(accept.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
@@ -284,7 +287,7 @@ mod tests {
         let prefix = request_prefix("/v1/chat/completions", "127.0.0.1:8000", &headers);
         let request = encode_request(
             &prefix,
-            b"x-route: canary\r\n",
+            &[b"x-route: canary\r\n"],
             "text/event-stream",
             b"{\"model\":\"m\"}",
         );

@@ -1,0 +1,264 @@
+//! The OTLP exporter: batches finished requests' spans and sends them to the collector over
+//! gRPC or HTTP/protobuf, on its own thread, until every tracer is gone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+
+use super::Finished;
+use super::proto::{Value, attribute, bytes_field, message};
+use super::spans;
+use crate::config::{OtlpProtocol, TracingConfig, UpstreamHttp};
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::client::{self, HttpClient};
+
+/// The gRPC method of the OTLP trace service.
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Sends span batches to the collector.
+pub struct Exporter {
+    receiver: mpsc::Receiver<Finished>,
+    transport: Transport,
+    /// The encoded `Resource` and `InstrumentationScope` messages, the same in every batch.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    max_batch_spans: usize,
+    interval: Duration,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+struct Transport {
+    client: HttpClient,
+    uri: Uri,
+    protocol: OtlpProtocol,
+    headers: HeaderMap,
+}
+
+impl Exporter {
+    pub fn new(
+        config: &TracingConfig,
+        receiver: mpsc::Receiver<Finished>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Exporter, String> {
+        let otlp = &config.otlp;
+        let base = otlp.endpoint.trim_end_matches('/');
+        let parsed: Uri = base
+            .parse()
+            .map_err(|e| format!("tracing.otlp.endpoint: not a URL: {e}"))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err("tracing.otlp.endpoint: an http:// or https:// URL with a host".into());
+        }
+        if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err("tracing.otlp.endpoint: no credentials in the URL; use headers_env".into());
+        }
+        let has_path = parsed.path() != "/" && !parsed.path().is_empty();
+        let full = match otlp.protocol {
+            OtlpProtocol::Grpc => format!("{base}{GRPC_PATH}"),
+            OtlpProtocol::HttpProtobuf if has_path => base.to_owned(),
+            OtlpProtocol::HttpProtobuf => format!("{base}/v1/traces"),
+        };
+        let uri: Uri = full
+            .parse()
+            .map_err(|e| format!("tracing.otlp.endpoint: {e}"))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &otlp.headers {
+            insert_header(&mut headers, name, value, false)
+                .map_err(|why| format!("tracing.otlp.headers.{name}: {why}"))?;
+        }
+        for (name, var) in &otlp.headers_env {
+            let value = std::env::var(var).map_err(|_| {
+                format!("tracing.otlp.headers_env.{name}: environment variable {var} is not set")
+            })?;
+            insert_header(&mut headers, name, &value, true)
+                .map_err(|why| format!("tracing.otlp.headers_env.{name}: {why}"))?;
+        }
+        let http = match otlp.protocol {
+            OtlpProtocol::Grpc => UpstreamHttp::Http2,
+            OtlpProtocol::HttpProtobuf => UpstreamHttp::Auto,
+        };
+        let client = client::build_with(None, Duration::from_secs(5), 4, http)
+            .map_err(|e| format!("tracing.otlp: {e}"))?;
+        Ok(Exporter {
+            receiver,
+            transport: Transport {
+                client,
+                uri,
+                protocol: otlp.protocol,
+                headers,
+            },
+            resource: resource(&config.service_name),
+            scope: scope(),
+            max_batch_spans: config.max_batch_spans,
+            interval: config.export_interval.0,
+            timeout: otlp.timeout.0,
+            metrics,
+        })
+    }
+
+    /// Exports until every sender is gone, then sends what is left and returns.
+    pub async fn run(mut self) {
+        let mut batch: Vec<Finished> = Vec::new();
+        let mut spans = 0usize;
+        let mut deadline = tokio::time::Instant::now() + self.interval;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.receiver.recv()).await;
+            match next {
+                Ok(Some(finished)) => {
+                    spans += finished.spans.span_count();
+                    batch.push(finished);
+                    if spans < self.max_batch_spans {
+                        continue;
+                    }
+                }
+                Ok(None) => {
+                    self.export(&mut batch, &mut spans).await;
+                    return;
+                }
+                Err(_) => {}
+            }
+            self.export(&mut batch, &mut spans).await;
+            deadline = tokio::time::Instant::now() + self.interval;
+        }
+    }
+
+    async fn export(&self, batch: &mut Vec<Finished>, spans: &mut usize) {
+        if batch.is_empty() {
+            return;
+        }
+        let count = std::mem::take(spans) as u64;
+        let body = self.encode(batch);
+        batch.clear();
+        let sent = tokio::time::timeout(self.timeout, self.transport.send(body)).await;
+        let counters = &self.metrics.traces;
+        match sent {
+            Ok(Ok(())) => {
+                counters.exported.fetch_add(count, Relaxed);
+            }
+            Ok(Err(why)) => {
+                counters.dropped_export_failed.fetch_add(count, Relaxed);
+                tracing::warn!(spans = count, error = %why, "span export failed; spans dropped");
+            }
+            Err(_) => {
+                counters.dropped_export_failed.fetch_add(count, Relaxed);
+                tracing::warn!(spans = count, timeout = ?self.timeout, "span export timed out; spans dropped");
+            }
+        }
+    }
+
+    /// One `ExportTraceServiceRequest` with every span of `batch`.
+    pub fn encode(&self, batch: &[Finished]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(batch.len() * 2048);
+        message(&mut out, 1, |resource_spans| {
+            bytes_field(resource_spans, 1, &self.resource);
+            message(resource_spans, 2, |scope_spans| {
+                bytes_field(scope_spans, 1, &self.scope);
+                for finished in batch {
+                    spans::encode(scope_spans, 2, finished);
+                }
+            });
+        });
+        out
+    }
+}
+
+impl Transport {
+    async fn send(&self, message: Vec<u8>) -> Result<(), String> {
+        let (body, content_type) = match self.protocol {
+            OtlpProtocol::Grpc => {
+                // Length-prefixed message: no compression flag, then a big-endian length.
+                let mut framed = Vec::with_capacity(message.len() + 5);
+                framed.push(0);
+                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&message);
+                (framed, "application/grpc")
+            }
+            OtlpProtocol::HttpProtobuf => (message, "application/x-protobuf"),
+        };
+        let mut request = Request::post(self.uri.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.protocol == OtlpProtocol::Grpc {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| format!("cannot reach the collector: {e}"))?;
+        let status = response.status();
+        let head_grpc_status = grpc_status(response.headers());
+        let collected = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("collector answer cut short: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("collector answered HTTP {}", status.as_u16()));
+        }
+        if self.protocol == OtlpProtocol::Grpc {
+            // A trailers-only answer carries grpc-status in its head.
+            let code = collected
+                .trailers()
+                .and_then(grpc_status)
+                .or(head_grpc_status)
+                .ok_or("collector answer has no grpc-status")?;
+            if code != 0 {
+                return Err(format!("collector answered gRPC status {code}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn insert_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &str,
+    secret: bool,
+) -> Result<(), String> {
+    let name = HeaderName::try_from(name).map_err(|_| "not a valid header name".to_owned())?;
+    let mut value =
+        HeaderValue::try_from(value).map_err(|_| "not a valid header value".to_owned())?;
+    value.set_sensitive(secret);
+    headers.insert(name, value);
+    Ok(())
+}
+
+/// The `Resource` message: who is sending.
+fn resource(service_name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, value) in [
+        ("service.name", service_name),
+        ("service.version", env!("CARGO_PKG_VERSION")),
+        ("telemetry.sdk.name", "tollgate"),
+        ("telemetry.sdk.language", "rust"),
+    ] {
+        attribute(&mut out, 1, key, &Value::Str(value));
+    }
+    out
+}
+
+/// The `InstrumentationScope` message.
+fn scope() -> Vec<u8> {
+    let mut out = Vec::new();
+    bytes_field(&mut out, 1, b"tollgate");
+    bytes_field(&mut out, 2, env!("CARGO_PKG_VERSION").as_bytes());
+    out
+}

@@ -1,0 +1,511 @@
+//! Spans over OTLP to a real receiver (the official `opentelemetry-proto` definitions on
+//! gRPC and HTTP/protobuf), W3C trace context across the upstream hop, sampling, content
+//! opt-in, and a slow or absent collector never touching requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use common::*;
+use http::StatusCode;
+use serde_json::Value;
+use tollgate_mock::{MockConfig, MockServer};
+
+const INBOUND_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const INBOUND_PARENT: &str = "00f067aa0ba902b7";
+const INBOUND_STATE: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+
+/// A running `tests/otlp/receiver.py` and the span lines it prints.
+struct Receiver {
+    child: Child,
+    grpc: String,
+    http: String,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Receiver {
+    /// Starts the receiver, or `None` when the test venv is absent outside CI.
+    fn start(args: &[&str]) -> Option<Receiver> {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let python = format!("{root}/.venv/bin/python");
+        if !std::path::Path::new(&python).is_file() {
+            assert!(
+                std::env::var_os("TOLLGATE_REQUIRE_TOOLS").is_none()
+                    && std::env::var_os("CI").is_none(),
+                "the test venv is required here; run scripts/test"
+            );
+            eprintln!("skipping: no .venv (scripts/test creates it)");
+            return None;
+        }
+        let mut child = Command::new(python)
+            .arg(format!("{root}/tests/otlp/receiver.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        stdout.read_line(&mut ready).unwrap();
+        let fields: HashMap<&str, &str> = ready
+            .split_whitespace()
+            .filter_map(|f| f.split_once('='))
+            .collect();
+        let (grpc, http) = (
+            format!("http://{}", fields["grpc"]),
+            format!("http://{}", fields["http"]),
+        );
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    return;
+                }
+            }
+        });
+        Some(Receiver {
+            child,
+            grpc,
+            http,
+            lines,
+        })
+    }
+
+    /// Span lines until `n` spans of trace `trace_id` have arrived.
+    fn spans_of(&self, trace_id: &str, n: usize) -> Vec<Value> {
+        let mut found = Vec::new();
+        while found.len() < n {
+            let line = self
+                .lines
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("only {} of {n} spans arrived", found.len()));
+            if line["trace_id"] == trace_id {
+                found.push(line);
+            }
+        }
+        found
+    }
+
+    /// Every span line that arrives until one of trace `trace_id` does (inclusive).
+    fn spans_until(&self, trace_id: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        loop {
+            let line = self.lines.recv_timeout(WAIT).expect("spans in time");
+            let done = line["trace_id"] == trace_id;
+            if line.get("export").is_none() {
+                all.push(line);
+            }
+            if done {
+                return all;
+            }
+        }
+    }
+}
+
+fn tracing_section(endpoint: &str, protocol: &str, extra: &str) -> String {
+    format!(
+        "tracing:\n  otlp:\n    endpoint: {endpoint}\n    protocol: {protocol}\n    timeout: 2s\n  export_interval: 20ms\n{extra}"
+    )
+}
+
+fn by_name<'a>(spans: &'a [Value], name: &str) -> &'a Value {
+    spans
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no span named {name} in {spans:#?}"))
+}
+
+fn traceparent(trace: &str, parent: &str, flags: &str) -> String {
+    format!("00-{trace}-{parent}-{flags}")
+}
+
+async fn mock() -> MockServer {
+    MockServer::start(MockConfig {
+        tokens: 3,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn spans_reach_a_real_receiver_over_grpc_and_http_with_genai_attributes() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let Some(receiver) = Receiver::start(&[]) else {
+            return;
+        };
+        let upstream = mock().await;
+        let endpoint = if protocol == "grpc" {
+            &receiver.grpc
+        } else {
+            &receiver.http
+        };
+        let extra = format!(
+            "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n    upstream_model: served-model\n",
+            tracing_section(endpoint, protocol, "")
+        );
+        let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+        let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+        let body = r#"{"model":"m","stream":true,"temperature":0.5,"max_tokens":64,"messages":[{"role":"user","content":"secret prompt"}]}"#;
+        let (status, _, _) = call(
+            gw.api_addr,
+            post(
+                "/v1/chat/completions",
+                body,
+                &[("traceparent", &parent), ("tracestate", INBOUND_STATE)],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+
+        let spans = receiver.spans_of(INBOUND_TRACE, 4);
+        let server = by_name(&spans, "POST /v1/chat/completions");
+        let auth = by_name(&spans, "tollgate.auth");
+        let route = by_name(&spans, "tollgate.route");
+        let client = by_name(&spans, "chat served-model");
+        assert_eq!(
+            server["protocol"],
+            if protocol == "grpc" { "grpc" } else { "http" }
+        );
+        assert_eq!(server["resource"]["service.name"], "tollgate");
+        assert_eq!(server["kind"], "SERVER");
+        assert_eq!(server["parent_span_id"], INBOUND_PARENT);
+        assert_eq!(server["trace_state"], INBOUND_STATE);
+        assert_eq!(
+            server["flags"].as_u64().unwrap() & 0x301,
+            0x301,
+            "sampled, remote parent"
+        );
+        let sa = &server["attributes"];
+        assert_eq!(sa["http.request.method"], "POST");
+        assert_eq!(sa["http.route"], "/v1/chat/completions");
+        assert_eq!(sa["http.response.status_code"], 200);
+        assert_eq!(sa["tollgate.route"], "m");
+        assert_eq!(sa["tollgate.route.version"], "default");
+        assert_eq!(sa["tollgate.tenant"], "anonymous");
+        assert_eq!(
+            sa["tollgate.config.version"].as_str().unwrap(),
+            &*gw.shared.live.load().version
+        );
+        for child in [auth, route, client] {
+            assert_eq!(child["parent_span_id"], server["span_id"], "{child}");
+            assert_eq!(child["trace_state"], INBOUND_STATE);
+        }
+        assert_eq!(auth["kind"], "INTERNAL");
+        assert_eq!(route["kind"], "INTERNAL");
+        assert_eq!(route["attributes"]["tollgate.route.pinned"], false);
+        assert_eq!(client["kind"], "CLIENT");
+        let start = |s: &Value| s["start_ns"].as_u64().unwrap();
+        let end = |s: &Value| s["end_ns"].as_u64().unwrap();
+        assert!(start(server) <= start(auth) && end(auth) <= start(route));
+        assert!(end(route) <= start(client) && end(client) <= end(server));
+
+        let ca = &client["attributes"];
+        assert_eq!(ca["gen_ai.operation.name"], "chat");
+        assert_eq!(ca["gen_ai.provider.name"], "self_hosted");
+        assert_eq!(ca["gen_ai.request.model"], "served-model");
+        assert_eq!(ca["gen_ai.request.temperature"], 0.5);
+        assert_eq!(ca["gen_ai.request.max_tokens"], 64);
+        assert_eq!(ca["gen_ai.request.stream"], true);
+        assert_eq!(ca["gen_ai.response.model"], "served-model");
+        assert!(
+            ca["gen_ai.response.id"]
+                .as_str()
+                .unwrap()
+                .starts_with("chatcmpl")
+        );
+        assert_eq!(
+            ca["gen_ai.response.finish_reasons"],
+            serde_json::json!(["stop"])
+        );
+        assert_eq!(ca["gen_ai.usage.output_tokens"], 3);
+        assert!(ca["gen_ai.usage.input_tokens"].as_i64().unwrap() > 0);
+        assert!(ca["gen_ai.response.time_to_first_chunk"].as_f64().unwrap() > 0.0);
+        assert_eq!(ca["server.address"], "127.0.0.1");
+        assert_eq!(ca["server.port"], i64::from(upstream.addr().port()));
+        assert_eq!(ca["http.response.status_code"], 200);
+        assert_eq!(ca["tollgate.attempt"], 1);
+        assert_eq!(ca["tollgate.provider"], "mock");
+        assert!(ca.get("error.type").is_none());
+        // Content is not recorded unless the route opts in.
+        assert!(ca.get("gen_ai.input.messages").is_none());
+        assert!(ca.get("gen_ai.output.messages").is_none());
+        assert!(
+            !serde_json::to_string(&spans)
+                .unwrap()
+                .contains("secret prompt")
+        );
+
+        // Across the hop: the upstream saw the CLIENT span as its parent, and the caller's
+        // tracestate unchanged.
+        let sent = upstream.stats().last_request().unwrap();
+        assert_eq!(
+            sent.headers["traceparent"],
+            traceparent(INBOUND_TRACE, client["span_id"].as_str().unwrap(), "01").as_str()
+        );
+        assert_eq!(sent.headers["tracestate"], INBOUND_STATE);
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_traceparent_starts_a_new_trace_without_its_state() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
+        tracing_section(&receiver.grpc, "grpc", "")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let bad = format!("00-{}-{INBOUND_PARENT}-01", INBOUND_TRACE.to_uppercase());
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m"}"#,
+            &[("traceparent", &bad), ("tracestate", INBOUND_STATE)],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let sent = upstream.stats().last_request().unwrap();
+    let upstream_parent = sent.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(sent.headers.get("tracestate").is_none());
+    let trace_id = &upstream_parent[3..35];
+    assert_ne!(trace_id, INBOUND_TRACE);
+    let spans = receiver.spans_of(trace_id, 4);
+    let server = by_name(&spans, "POST /v1/chat/completions");
+    assert_eq!(server["parent_span_id"], "");
+    assert_eq!(server["trace_state"], "");
+    let client = by_name(&spans, "chat m");
+    assert_eq!(
+        &upstream_parent[36..52],
+        client["span_id"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn sampling_is_parent_based_and_unsampled_requests_still_propagate() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
+        tracing_section(&receiver.http, "http/protobuf", "  sampling_ratio: 0.0\n")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    // Not sampled: a new trace at ratio 0, and a caller that did not sample.
+    chat(&gw, r#"{"model":"m"}"#).await;
+    let fresh = upstream.stats().last_request().unwrap();
+    let fresh = fresh.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(fresh.ends_with("-00"), "{fresh}");
+    let unsampled_trace = "11111111111111111111111111111111";
+    let unsampled = traceparent(unsampled_trace, INBOUND_PARENT, "00");
+    call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m"}"#,
+            &[("traceparent", &unsampled)],
+        ),
+    )
+    .await;
+    let sent = upstream.stats().last_request().unwrap();
+    let sent = sent.headers["traceparent"].to_str().unwrap().to_owned();
+    assert!(sent.starts_with(&format!("00-{unsampled_trace}-")) && sent.ends_with("-00"));
+    assert_ne!(
+        &sent[36..52],
+        INBOUND_PARENT,
+        "the gateway's span is the parent"
+    );
+    // A caller that sampled is followed, whatever the ratio; what arrives before its spans
+    // shows that nothing was exported for the two requests before it.
+    let sampled = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+    call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m"}"#,
+            &[("traceparent", &sampled)],
+        ),
+    )
+    .await;
+    let spans = receiver.spans_until(INBOUND_TRACE);
+    assert!(
+        spans.iter().all(|s| s["trace_id"] == INBOUND_TRACE),
+        "unsampled spans were exported: {spans:#?}"
+    );
+}
+
+#[tokio::test]
+async fn content_is_recorded_only_on_routes_that_opt_in() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n    trace_content: true\n",
+        tracing_section(&receiver.grpc, "grpc", "")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    for stream in [false, true] {
+        let trace = if stream {
+            "22222222222222222222222222222222"
+        } else {
+            "33333333333333333333333333333333"
+        };
+        let parent = traceparent(trace, INBOUND_PARENT, "01");
+        let body = format!(
+            r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"tell me"}}]}}"#
+        );
+        let (status, _, answer) = call(
+            gw.api_addr,
+            post("/v1/chat/completions", &body, &[("traceparent", &parent)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let spans = receiver.spans_of(trace, 4);
+        let attributes = &by_name(&spans, "chat m")["attributes"];
+        let input: Value =
+            serde_json::from_str(attributes["gen_ai.input.messages"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            input,
+            serde_json::json!([{"role": "user", "parts": [{"type": "text", "content": "tell me"}]}])
+        );
+        let output: Value =
+            serde_json::from_str(attributes["gen_ai.output.messages"].as_str().unwrap()).unwrap();
+        assert_eq!(output[0]["role"], "assistant");
+        assert_eq!(output[0]["finish_reason"], "stop");
+        let text = output[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(!text.is_empty());
+        // The recorded text is the text the client got.
+        if !stream {
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(text, answer["choices"][0]["message"]["content"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn retries_show_as_one_client_span_per_attempt() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let broken = mock_failing_with(503).await;
+    let healthy = mock().await;
+    // `config` puts this right after its providers, so `healthy` is one of them.
+    let extra = format!(
+        "  healthy:\n    type: openai\n    base_url: {}\n{}auth:\n  enabled: false\nroutes:\n  m:\n    versions:\n      main: {{provider: mock, weight: 1}}\n      backup: {{provider: healthy, weight: 0}}\n    fallbacks: [backup]\n    retry: {{max_attempts: 2, backoff: 1ms, max_backoff: 1ms}}\n",
+        healthy.base_url(),
+        tracing_section(&receiver.grpc, "grpc", ""),
+    );
+    let yaml = config(&broken.base_url(), &extra);
+    let gw = gateway(&yaml).await;
+    let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m"}"#,
+            &[("traceparent", &parent)],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let spans = receiver.spans_of(INBOUND_TRACE, 5);
+    let mut clients: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "CLIENT").collect();
+    clients.sort_by_key(|s| s["attributes"]["tollgate.attempt"].as_i64());
+    assert_eq!(clients.len(), 2);
+    let (first, second) = (&clients[0]["attributes"], &clients[1]["attributes"]);
+    assert_eq!(first["tollgate.route.version"], "main");
+    assert_eq!(first["error.type"], "503");
+    assert_eq!(clients[0]["status_code"], "ERROR");
+    assert_eq!(second["tollgate.route.version"], "backup");
+    assert!(second.get("error.type").is_none());
+    assert!(clients[0]["end_ns"].as_u64() <= clients[1]["start_ns"].as_u64());
+    let server = by_name(&spans, "POST /v1/chat/completions");
+    assert_eq!(server["attributes"]["tollgate.attempts"], 2);
+    assert_eq!(server["attributes"]["tollgate.route.version"], "backup");
+}
+
+#[tokio::test]
+async fn a_slow_collector_drops_spans_and_never_holds_requests() {
+    // The collector takes a minute to answer each export; the queue holds one request.
+    let Some(receiver) = Receiver::start(&["--delay-ms", "60000"]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
+        tracing_section(
+            &receiver.grpc,
+            "grpc",
+            "  queue_size: 1\n  max_batch_spans: 4\n"
+        )
+        .replace("timeout: 2s", "timeout: 120s")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    for _ in 0..20 {
+        let (status, _, _) = chat(&gw, r#"{"model":"m"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Every request was answered while the first export is still waiting on the collector.
+    let text = metrics(&gw).await;
+    assert!(
+        sample(
+            &text,
+            "tollgate_trace_spans_dropped_total{reason=\"queue_full\"}"
+        ) > 0.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "tollgate_trace_spans_exported_total"), 0.0);
+    drop(receiver);
+}
+
+#[tokio::test]
+async fn an_absent_collector_costs_spans_not_requests() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
+        tracing_section(&endpoint, "http/protobuf", "")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    for _ in 0..5 {
+        let (status, _, _) = chat(&gw, r#"{"model":"m"}"#).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = metrics(&gw).await;
+        let failed = sample(
+            &text,
+            "tollgate_trace_spans_dropped_total{reason=\"export_failed\"}",
+        );
+        if failed >= 20.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drops not counted: {text}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
