@@ -186,20 +186,26 @@ fn joined_tracestate(headers: &HeaderMap) -> Option<Box<str>> {
 
 /// True when `value` is a valid `tracestate` list.
 pub fn valid_tracestate(value: &str) -> bool {
-    let mut keys: Vec<&str> = Vec::new();
-    for member in value.split(',') {
-        let member = member.trim_matches(|c| c == ' ' || c == '\t');
-        if member.is_empty() {
-            continue;
-        }
+    let members = || {
+        value
+            .split(',')
+            .map(|m| m.trim_matches(|c| c == ' ' || c == '\t'))
+            .filter(|m| !m.is_empty())
+    };
+    let mut count = 0;
+    for (i, member) in members().enumerate() {
         let Some((key, val)) = member.split_once('=') else {
             return false;
         };
-        if !valid_key(key) || !valid_value(val) || keys.contains(&key) {
+        count += 1;
+        if count > MAX_TRACESTATE_MEMBERS || !valid_key(key) || !valid_value(val) {
             return false;
         }
-        keys.push(key);
-        if keys.len() > MAX_TRACESTATE_MEMBERS {
+        // No key twice: compared with the members before it (at most 31), no allocation.
+        let twice = members()
+            .take(i)
+            .any(|earlier| earlier.split_once('=').is_some_and(|(k, _)| k == key));
+        if twice {
             return false;
         }
     }

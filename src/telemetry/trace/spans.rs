@@ -3,7 +3,9 @@
 
 use super::Finished;
 use super::content;
-use super::proto::{self, Value, attribute, bytes_field, fixed32_field, fixed64_field, message};
+use super::proto::{
+    self, Value, attribute, bytes_field, bytes_field_parts, fixed32_field, fixed64_field, message,
+};
 use super::record::{AttemptRecord, Step, StepKind};
 use crate::error::{ErrorKind, Fault};
 use crate::exchange::Exchange;
@@ -128,12 +130,14 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
             trace.remote_parent,
             trace.remote_parent.is_some() && !exchange.shadow,
         );
-        let name = match (exchange.shadow, route_template) {
-            (true, _) => "tollgate.shadow".to_owned(),
-            (false, Some(route)) => format!("{} {route}", exchange.method),
-            (false, None) => exchange.method.to_string(),
-        };
-        bytes_field(span, field::NAME, name.as_bytes());
+        let method = exchange.method.as_str().as_bytes();
+        match (exchange.shadow, route_template) {
+            (true, _) => bytes_field(span, field::NAME, b"tollgate.shadow"),
+            (false, Some(route)) => {
+                bytes_field_parts(span, field::NAME, &[method, b" ", route.as_bytes()]);
+            }
+            (false, None) => bytes_field(span, field::NAME, method),
+        }
         let kind = if exchange.shadow {
             KIND_INTERNAL
         } else {
@@ -257,8 +261,11 @@ fn client_span(
         false,
     );
     let op = exchange.operation.get().map_or("chat", |op| op.as_str());
-    let name = format!("{op} {}", version.upstream_model);
-    bytes_field(span, field::NAME, name.as_bytes());
+    bytes_field_parts(
+        span,
+        field::NAME,
+        &[op.as_bytes(), b" ", version.upstream_model.as_bytes()],
+    );
     proto::varint_field(span, field::KIND, KIND_CLIENT);
     let base = finished.spans.start_unix_nanos;
     let end = attempt.end.unwrap_or(finished.end);
