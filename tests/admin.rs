@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use http::StatusCode;
-use tollgate_mock::MockConfig;
+use tollgate::server::Gateway;
+use tollgate_mock::{MockConfig, MockServer};
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -98,27 +99,98 @@ async fn metrics_count_requests_by_route_and_status() {
     );
 }
 
-/// `promtool check metrics` must accept the exposition with no lint findings. The test
-/// command (`scripts/test`) installs promtool; set TOLLGATE_REQUIRE_TOOLS=1 to make its
-/// absence a failure rather than a skip.
-#[tokio::test]
-async fn promtool_accepts_the_exposition() {
-    let Ok(promtool) = which("promtool") else {
+/// A gateway that has seen requests of every kind, so every family has series: whole
+/// answers, streams, embeddings, a client error, and a failed attempt retried at a fallback.
+async fn after_varied_traffic() -> (Vec<MockServer>, Gateway) {
+    let healthy = MockServer::start(MockConfig::default()).await.unwrap();
+    let broken = mock_failing_with(503).await;
+    let extra = format!(
+        "  broken:\n    type: openai\n    base_url: {}\nauth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n  f:\n    versions:\n      main: {{provider: broken, weight: 1}}\n      backup: {{provider: mock, weight: 0}}\n    fallbacks: [backup]\n    retry: {{backoff: 1ms, max_backoff: 1ms}}\n",
+        broken.base_url()
+    );
+    let gw = gateway(&config(&healthy.base_url(), &extra)).await;
+    chat(&gw, r#"{"model":"m"}"#).await;
+    chat(&gw, r#"{"model":"m","stream":true}"#).await;
+    chat(&gw, r#"{"model":"nope"}"#).await;
+    let (status, _, _) = chat(&gw, r#"{"model":"f"}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(
+        gw.api_addr,
+        post("/v1/embeddings", r#"{"model":"m","input":"x"}"#, &[]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    (vec![healthy, broken], gw)
+}
+
+/// The test command (`scripts/test`) installs promtool; set TOLLGATE_REQUIRE_TOOLS=1 to make
+/// its absence a failure rather than a skip.
+fn promtool() -> Option<std::path::PathBuf> {
+    let found = which("promtool").ok();
+    if found.is_none() {
         assert!(
             std::env::var_os("TOLLGATE_REQUIRE_TOOLS").is_none()
                 && std::env::var_os("CI").is_none(),
             "promtool is required here; install Debian's `prometheus` package"
         );
         eprintln!("skipping: promtool not installed");
+    }
+    found
+}
+
+/// `promtool check metrics` must accept the exposition with no lint findings.
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    let Some(promtool) = promtool() else {
         return;
     };
-    let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
-    chat(&gw, r#"{"model":"m"}"#).await;
-    chat(&gw, r#"{"model":"m","stream":true}"#).await;
-    chat(&gw, r#"{"model":"nope"}"#).await;
+    let (_mocks, gw) = after_varied_traffic().await;
     let text = metrics(&gw).await;
+    for family in [
+        "gen_ai_client_token_usage_bucket",
+        "gen_ai_server_request_duration_bucket",
+        "gen_ai_server_time_to_first_token_bucket",
+        "gen_ai_server_time_per_output_token_bucket",
+        "gen_ai_client_operation_duration_bucket",
+        "tollgate_gateway_overhead_seconds_bucket",
+        "tollgate_upstream_fallbacks_total",
+        "tollgate_upstream_retries_total",
+    ] {
+        assert!(
+            text.contains(&format!("\n{family}{{")),
+            "no {family} series:\n{text}"
+        );
+    }
     let (code, out, err) = run_process(&promtool, &["check", "metrics"], &text);
     assert_eq!(code, 0, "promtool: {out}{err}\n{text}");
+}
+
+/// The Grafana dashboard parses (every query through promtool) and every metric it
+/// queries is one the gateway exposes.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_metrics_that_exist() {
+    if promtool().is_none() {
+        return;
+    }
+    let (_mocks, gw) = after_varied_traffic().await;
+    let text = metrics(&gw).await;
+    let file = std::env::temp_dir().join(format!("tollgate-metrics-{}.txt", std::process::id()));
+    std::fs::write(&file, &text).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = std::process::Command::new("python3")
+        .arg(format!("{root}/scripts/check_dashboard.py"))
+        .arg(format!("{root}/config/grafana/tollgate.json"))
+        .arg("--metrics")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
