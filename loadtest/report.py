@@ -4,6 +4,9 @@
 import json
 import sys
 
+# Width of the scenario column: fits `closed_64_traced_1pct`.
+W = 22
+
 
 def load(path):
     """Rounds by (scenario, target), in the order they ran."""
@@ -63,14 +66,15 @@ def main(path):
     if machine:
         summary["machine"] = {k: v for k, v in machine.items() if k not in ("scenario", "target", "rounds")}
         print(f"machine: {machine['cores']} cores, {machine['cpu']}, kernel {machine['kernel']}, "
-              f"{machine['nginx']}, tollgate {machine['tollgate_commit']}")
+              f"{machine['nginx']}, tollgate {machine['tollgate_commit']}"
+              + (f", OTLP receiver {machine['otlp_receiver']}" if machine.get("otlp_receiver") else ""))
     print()
-    print(f"{'scenario':<16}{'target':<10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p99 ms':>9}{'req/s':>10}{'cpu s/1k':>10}{'errors':>8}  notes")
+    print(f"{'scenario':<{W}}{'target':<10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'+p99 ms':>9}{'req/s':>10}{'cpu s/1k':>10}{'errors':>8}  notes")
     for scenario in scenarios:
         if scenario in ("machine", "idle_rss", "peak_rss", "idle_streams"):
             continue
-        if scenario.endswith("_routed"):
-            entry = routed(runs, scenario)
+        if scenario.endswith("_routed") or "_traced" in scenario:
+            entry = (routed if scenario.endswith("_routed") else traced)(runs, scenario)
             if entry:
                 summary["scenarios"][scenario] = entry
             continue
@@ -89,7 +93,7 @@ def main(path):
                 notes += f"; ttft; mismatched={m['event_count_mismatches']} coalesced_frames={m['coalesced_frames']}"
             entry[target] = m
             cpu = f"{m['cpu_s_per_1k']:.4f}" if m["cpu_s_per_1k"] is not None else "-"
-            print(f"{scenario:<16}{target:<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
+            print(f"{scenario:<{W}}{target:<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
                   f"{m['added_p99_ms']:>9.3f}{m['throughput_rps']:>10.0f}{cpu:>10}{m['errors']:>8}  {notes}")
         t, n = entry.get("tollgate"), entry.get("nginx")
         if t and n:
@@ -98,7 +102,7 @@ def main(path):
                 "throughput": t["throughput_rps"] / n["throughput_rps"],
                 "cpu_per_1k": t["cpu_s_per_1k"] / n["cpu_s_per_1k"] if n["cpu_s_per_1k"] else None,
             }
-            print(f"{'':<16}{'T/N':<10}{'':>9}{ratio(t['p99_ms'], n['p99_ms']):>9}{'':>10}"
+            print(f"{'':<{W}}{'T/N':<10}{'':>9}{ratio(t['p99_ms'], n['p99_ms']):>9}{'':>10}"
                   f"{ratio(t['added_p99_ms'], n['added_p99_ms']) if n['added_p99_ms'] > 0 else '-':>9}"
                   f"{ratio(t['throughput_rps'], n['throughput_rps']):>10}"
                   f"{ratio(t['cpu_s_per_1k'], n['cpu_s_per_1k']):>10}")
@@ -133,10 +137,10 @@ def routed(runs, scenario):
     m = summarize(runs[(scenario, "tollgate")], direct, "latency")
     single = summarize(runs[(base, "tollgate")], direct, "latency")
     cpu = f"{m['cpu_s_per_1k']:.4f}" if m["cpu_s_per_1k"] is not None else "-"
-    print(f"{scenario:<16}{'tollgate':<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
+    print(f"{scenario:<{W}}{'tollgate':<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
           f"{m['added_p99_ms']:>9.3f}{m['throughput_rps']:>10.0f}{cpu:>10}{m['errors']:>8}  "
           f"{m['rounds']} rounds; 3 versions, 4 endpoints")
-    print(f"{'':<16}{'R/S':<10}{'':>9}{ratio(m['p99_ms'], single['p99_ms']):>9}{'':>10}{'':>9}"
+    print(f"{'':<{W}}{'R/S':<10}{'':>9}{ratio(m['p99_ms'], single['p99_ms']):>9}{'':>10}{'':>9}"
           f"{ratio(m['throughput_rps'], single['throughput_rps']):>10}"
           f"{ratio(m['cpu_s_per_1k'], single['cpu_s_per_1k']):>10}")
     return {"tollgate": m, "ratios_routed_over_single": {
@@ -145,12 +149,82 @@ def routed(runs, scenario):
     }}
 
 
+def traced(runs, scenario):
+    """Tollgate with tracing on, compared with untraced Tollgate on its twin (the scenario
+    name up to `_traced`) of the same round: per-round ratios, then their median. Also the
+    spans each phase exported and dropped, and the receiver's CPU."""
+    base = scenario[: scenario.index("_traced")]
+    if (scenario, "tollgate") not in runs or (base, "tollgate") not in runs:
+        return None
+    rounds = runs[(scenario, "tollgate")]
+    plain = runs[(base, "tollgate")]
+    direct = runs.get((base, "direct"), [])
+    m = summarize(rounds, direct, "latency")
+    sampling = rounds[0]["sampling_ratio"]
+
+    def ok(row):
+        return row["result"]["requests"] - row["result"]["errors"]
+
+    def cpu_per_1k(row):
+        return row["cpu_seconds"] / ok(row) * 1000 if ok(row) else None
+
+    def per_round(metric):
+        values = [metric(t) / metric(u) if metric(t) is not None and metric(u) else None for t, u in zip(rounds, plain)]
+        return median(values), values
+
+    p99, p99_rounds = per_round(lambda r: r["result"]["latency"]["p99_ms"])
+    throughput, throughput_rounds = per_round(lambda r: r["result"]["throughput_rps"])
+    cpu, cpu_rounds = per_round(cpu_per_1k)
+    spans = [r["spans"] for r in rounds]
+    exported = sum(s["exported"] for s in spans)
+    queue_full = sum(s["dropped_queue_full"] for s in spans)
+    export_failed = sum(s["dropped_export_failed"] for s in spans)
+    dropped = queue_full + export_failed
+    # Every sampled request makes 4 spans (SERVER, 2 INTERNAL, CLIENT).
+    expected = 4 * sampling * sum(r["result"]["requests"] for r in rounds)
+    receiver = median([r["receiver_cpu_seconds"] / ok(r) * 1000 if ok(r) else None for r in rounds])
+
+    cpu_text = f"{m['cpu_s_per_1k']:.4f}" if m["cpu_s_per_1k"] is not None else "-"
+    print(f"{scenario:<{W}}{'tollgate':<10}{m['p50_ms']:>9.3f}{m['p99_ms']:>9.3f}{m['p999_ms']:>10.3f}"
+          f"{m['added_p99_ms']:>9.3f}{m['throughput_rps']:>10.0f}{cpu_text:>10}{m['errors']:>8}  "
+          f"{m['rounds']} rounds; tracing, sampling ratio {sampling:g}")
+    print(f"{'':<{W}}{'T/U':<10}{'':>9}{ratio(p99, 1) if p99 else '-':>9}{'':>10}{'':>9}"
+          f"{ratio(throughput, 1) if throughput else '-':>10}{ratio(cpu, 1) if cpu else '-':>10}"
+          f"{'':>8}  traced/untraced closed_64, per round")
+    if exported == 0:
+        verdict = "NO SPANS EXPORTED: the receiver was not reached"
+    elif dropped == 0:
+        verdict = "the receiver kept up"
+    else:
+        share = dropped / (exported + dropped)
+        verdict = (f"{share:.3%} DROPPED: " + ("a few" if share < 0.001 else "the export did NOT keep up")
+                   + "; their export work is missing from the CPU figure")
+    print(f"{'':<{W}}{'spans':<10}exported {exported:,} of {'' if sampling == 1 else '~'}{expected:,.0f} expected, "
+          f"dropped {dropped:,} (queue full {queue_full:,}, export failed {export_failed:,}): {verdict}")
+    per_phase = ", ".join(f"{s['exported']:,}/{s['dropped_queue_full'] + s['dropped_export_failed']:,}" for s in spans)
+    receiver_text = f"{receiver:.4f}" if receiver is not None else "-"
+    print(f"{'':<{W}}{'':<10}per round exported/dropped {per_phase}; receiver (rotel, core 1) {receiver_text} cpu s/1k")
+    return {
+        "tollgate": m,
+        "sampling_ratio": sampling,
+        "ratios_traced_over_untraced": {
+            "p99": p99, "throughput": throughput, "cpu_per_1k": cpu,
+            "per_round": {"p99": p99_rounds, "throughput": throughput_rounds, "cpu_per_1k": cpu_rounds},
+        },
+        "spans": {"exported": exported, "expected": expected, "dropped_queue_full": queue_full,
+                  "dropped_export_failed": export_failed, "per_round": spans},
+        "receiver_cpu_s_per_1k": receiver,
+    }
+
+
 def problems(summary, expected_streams):
     """What makes a run unusable: a missing target, failed requests, lost or extra events,
-    streams that were not all held open."""
+    streams that were not all held open, a traced phase whose spans all went missing."""
     found = []
     for scenario, entry in summary["scenarios"].items():
-        targets = ("tollgate",) if scenario.endswith("_routed") else ("direct", "tollgate", "nginx")
+        targets = ("tollgate",) if scenario.endswith("_routed") or "_traced" in scenario else ("direct", "tollgate", "nginx")
+        if "spans" in entry and not entry["spans"]["exported"]:
+            found.append(f"{scenario}: no span reached the OTLP receiver")
         for target in targets:
             m = entry.get(target)
             if m is None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side load harness: the same workloads against the mock directly, Tollgate in front of
-# it, and nginx in front of it, in ONE run. Prints one table (with Tollgate/nginx ratios) and
-# writes JSON under loadtest/results/. Loopback only; stops every process it started; bounded
-# (about four minutes).
+# it, and nginx in front of it, in ONE run, plus Tollgate with OTLP tracing on (exporting to a
+# live collector, rotel). Prints one table (with Tollgate/nginx ratios) and writes JSON under
+# loadtest/results/. Loopback only; stops every process it started; bounded (about four and a
+# half minutes).
 #
 #   loadtest/run.sh            full run
 #   QUICK=1 loadtest/run.sh    shorter phases, for a smoke check
@@ -37,11 +38,28 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The OTLP receiver for the traced phases: rotel, a collector written in Rust, from PyPI (the
+# wheel ships its binary). The repo's .venv when there is one, else a venv in the work dir.
+venv=$root/.venv
+[ -x "$venv/bin/python" ] || { venv=$work/venv; python3 -m venv "$venv"; }
+rotel_agent() {
+  "$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
+}
+rotel_bin=$(rotel_agent) || true
+if [ ! -x "$rotel_bin" ]; then
+  "$venv/bin/pip" install -q 'rotel==0.0.1a15'
+  rotel_bin=$(rotel_agent)
+fi
+rotel_version="rotel $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("rotel"))') ($("$rotel_bin" --version))"
+
 # --- ports and processes ---------------------------------------------------------------------
-# Core 0: the proxy under test. Core 1: the mocks and the load generator.
+# Core 0: the proxy under test. Core 1: the mocks, the load generator and the OTLP receiver.
 MOCK_FAST=19001 MOCK_STREAM=19002 MOCK_IDLE=19003
 TG=19010 TG_ADMIN=19011
+TG_TRACED=19012 TG_TRACED_ADMIN=19013  # tracing, sampling ratio 1.0
+TG_1PCT=19014 TG_1PCT_ADMIN=19015      # tracing, sampling ratio 0.01
 NGX_FAST=19021 NGX_STREAM=19022 NGX_IDLE=19023
+OTLP_GRPC=19031 OTLP_HTTP=19032
 
 start_mock() { # port args...
   local port=$1; shift
@@ -54,16 +72,27 @@ start_mock $MOCK_FAST --tokens 16 --also-listen 127.0.0.1:19004 --also-listen 12
 start_mock $MOCK_STREAM --tokens 32 --inter-token 5ms
 start_mock $MOCK_IDLE --tokens 3 --inter-token 120s
 
+# rotel in the foreground (its --daemon mode detaches and keeps a pid file), so it is one of
+# our pids: SIGTERM at cleanup stops it ("Shutdown signal received."). It binds both ports
+# before it logs "Starting Rotel."; the readiness loop below sends it an empty export. The
+# blackhole exporter accepts every batch and discards it: only receiving is measured.
+taskset -c 1 "$rotel_bin" start --otlp-grpc-endpoint 127.0.0.1:$OTLP_GRPC --otlp-http-endpoint 127.0.0.1:$OTLP_HTTP \
+  --exporter blackhole >"$work/rotel.log" 2>&1 &
+rotel_pid=$!
+pids+=($rotel_pid)
+
 key=sk-loadtest-key
 key_hash=$(printf %s "$key" | "$bin/tollgate" hash-key)
-# The config sits in a directory of its own, as a mounted ConfigMap would: Tollgate watches
+# The configs sit in a directory of their own, as a mounted ConfigMap would: Tollgate watches
 # that directory for reloads, and the access log written next to it would wake the watcher.
+# All three are written before any Tollgate starts.
 mkdir -p "$work/config"
-cat >"$work/config/tollgate.yaml" <<YAML
+tollgate_config() { # api-port admin-port
+  cat <<YAML
 server:
-  listen: 127.0.0.1:$TG
+  listen: 127.0.0.1:$1
 admin:
-  listen: 127.0.0.1:$TG_ADMIN
+  listen: 127.0.0.1:$2
 providers:
   fast: {type: openai, base_url: "http://127.0.0.1:$MOCK_FAST/v1"}
   stream: {type: openai, base_url: "http://127.0.0.1:$MOCK_STREAM/v1"}
@@ -86,9 +115,26 @@ tenants:
     key_hashes: ["$key_hash"]
     models: ["*"]
 YAML
-taskset -c 0 "$bin/tollgate" serve --config "$work/config/tollgate.yaml" --log-format json >"$work/tollgate-access.log" &
-tollgate_pid=$!
-pids+=($tollgate_pid)
+}
+tracing_config() { # sampling-ratio: the same Tollgate, exporting spans to rotel over gRPC
+  cat <<YAML
+tracing:
+  otlp:
+    endpoint: http://127.0.0.1:$OTLP_GRPC
+  sampling_ratio: $1
+YAML
+}
+tollgate_config $TG $TG_ADMIN >"$work/config/tollgate.yaml"
+{ tollgate_config $TG_TRACED $TG_TRACED_ADMIN; tracing_config 1.0; } >"$work/config/tollgate-traced.yaml"
+{ tollgate_config $TG_1PCT $TG_1PCT_ADMIN; tracing_config 0.01; } >"$work/config/tollgate-traced-1pct.yaml"
+start_tollgate() { # config-name -> its pid in $started
+  taskset -c 0 "$bin/tollgate" serve --config "$work/config/$1.yaml" --log-format json >"$work/$1-access.log" &
+  started=$!
+  pids+=($started)
+}
+start_tollgate tollgate; tollgate_pid=$started
+start_tollgate tollgate-traced; traced_pid=$started
+start_tollgate tollgate-traced-1pct; traced_1pct_pid=$started
 
 mkdir -p "$work/nginx/logs"
 cat >"$work/nginx/nginx.conf" <<NGINX
@@ -121,10 +167,16 @@ for _ in $(seq 200); do
   for port in $MOCK_FAST $MOCK_STREAM $MOCK_IDLE $NGX_FAST; do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || ready=0
   done
-  curl -sf "http://127.0.0.1:$TG_ADMIN/readyz" >/dev/null || ready=0
+  for admin in $TG_ADMIN $TG_TRACED_ADMIN $TG_1PCT_ADMIN; do
+    curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || ready=0
+  done
+  # An empty ExportTraceServiceRequest over OTLP/HTTP: 200 once rotel serves.
+  curl -sf -o /dev/null -X POST -H 'content-type: application/x-protobuf' --data-binary '' \
+    "http://127.0.0.1:$OTLP_HTTP/v1/traces" || ready=0
   [ $ready = 1 ] && break
   sleep 0.05
 done
+kill -0 $rotel_pid 2>/dev/null || { echo "rotel did not start:" >&2; cat "$work/rotel.log" >&2; exit 1; }
 
 # --- measuring a process ---------------------------------------------------------------------
 proc_tree() { # pid -> the pid and its children (nginx master and worker)
@@ -148,11 +200,16 @@ rss_kb() { # pid field(VmRSS|VmHWM) -> kB summed over the process tree
   echo $total
 }
 
-proxy_pid() { case $1 in tollgate) echo $tollgate_pid ;; nginx) echo $nginx_pid ;; *) echo "" ;; esac; }
+proxy_pid() {
+  case $1 in
+    tollgate) echo $tollgate_pid ;; traced) echo $traced_pid ;; traced_1pct) echo $traced_1pct_pid ;;
+    nginx) echo $nginx_pid ;; *) echo "" ;;
+  esac
+}
 addr() { # target scenario-kind(fast|stream|idle)
   case $1:$2 in
     direct:fast) echo 127.0.0.1:$MOCK_FAST ;; direct:stream) echo 127.0.0.1:$MOCK_STREAM ;; direct:idle) echo 127.0.0.1:$MOCK_IDLE ;;
-    tollgate:*) echo 127.0.0.1:$TG ;;
+    tollgate:*) echo 127.0.0.1:$TG ;; traced:*) echo 127.0.0.1:$TG_TRACED ;; traced_1pct:*) echo 127.0.0.1:$TG_1PCT ;;
     nginx:fast) echo 127.0.0.1:$NGX_FAST ;; nginx:stream) echo 127.0.0.1:$NGX_STREAM ;; nginx:idle) echo 127.0.0.1:$NGX_IDLE ;;
   esac
 }
@@ -165,7 +222,7 @@ body_idle='{"model":"idle","stream":true,"messages":[{"role":"user","content":"w
 
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo | tr -d '"\\')
 nginx_version=$(nginx -v 2>&1 | sed 's/^nginx version: //' | tr -d '"\\')
-echo "{\"scenario\":\"machine\",\"target\":\"-\",\"cores\":$(nproc),\"cpu\":\"$cpu_model\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$nginx_version\",\"tollgate_commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\"}" >>"$out"
+echo "{\"scenario\":\"machine\",\"target\":\"-\",\"cores\":$(nproc),\"cpu\":\"$cpu_model\",\"kernel\":\"$(uname -r)\",\"nginx\":\"$nginx_version\",\"tollgate_commit\":\"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\",\"otlp_receiver\":\"$rotel_version\"}" >>"$out"
 
 for target in tollgate nginx; do
   pid=$(proxy_pid $target)
@@ -191,6 +248,43 @@ run_phase() { # scenario kind body args...   (targets: $TARGETS, default all thr
   done
 }
 
+span_counters() { # admin port -> "exported dropped_queue_full dropped_export_failed"
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '
+    $1 == "tollgate_trace_spans_exported_total" { e = $2 }
+    $1 == "tollgate_trace_spans_dropped_total{reason=\"queue_full\"}" { q = $2 }
+    $1 == "tollgate_trace_spans_dropped_total{reason=\"export_failed\"}" { f = $2 }
+    END { printf "%d %d %d\n", e, q, f }' ||
+    { echo "cannot read the span counters on 127.0.0.1:$1/metrics" >&2; return 1; }
+}
+# Spans leave in batches from Tollgate's exporter thread, the last one up to export_interval
+# (1 s) after the load stops. Wait until the counters have stood still for 1.6 s (at most
+# 8 s), so the phase's CPU includes exporting all of its spans and its counts are final.
+settle_export() { # admin port
+  local last now still=0 polls=0
+  last=$(span_counters "$1")
+  while [ $still -lt 8 ] && [ $polls -lt 40 ]; do
+    sleep 0.2
+    polls=$((polls + 1))
+    now=$(span_counters "$1")
+    if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; last=$now; fi
+  done
+}
+traced_phase() { # scenario target(traced|traced_1pct) admin-port sampling-ratio
+  local scenario=$1 target=$2 admin=$3 ratio=$4 pid before after rx_before rx_after result settle_from e0 q0 f0 e1 q1 f1
+  pid=$(proxy_pid "$target")
+  read -r e0 q0 f0 <<<"$(span_counters "$admin")"
+  before=$(cpu_ns "$pid")
+  rx_before=$(cpu_ns $rotel_pid)
+  result=$(load "$target" fast "$body_fast" closed --connections 64 --seconds "$secs" | tail -n 1)
+  settle_from=$(date +%s%N)
+  settle_export "$admin"
+  after=$(cpu_ns "$pid")
+  rx_after=$(cpu_ns $rotel_pid)
+  read -r e1 q1 f1 <<<"$(span_counters "$admin")"
+  echo "{\"scenario\":\"$scenario\",\"target\":\"tollgate\",\"sampling_ratio\":$ratio,\"cpu_seconds\":$(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.4f", (a-b)/1e9}'),\"receiver_cpu_seconds\":$(awk -v a="$rx_after" -v b="$rx_before" 'BEGIN{printf "%.4f", (a-b)/1e9}'),\"spans\":{\"exported\":$((e1 - e0)),\"dropped_queue_full\":$((q1 - q0)),\"dropped_export_failed\":$((f1 - f0))},\"settle_seconds\":$(awk -v a="$(date +%s%N)" -v b="$settle_from" 'BEGIN{printf "%.1f", (a-b)/1e9}'),\"result\":$result}" >>"$out"
+  echo "  $scenario tollgate done (spans exported $((e1 - e0)), dropped $((q1 - q0 + f1 - f0)))" >&2
+}
+
 # Every timed scenario runs in $rounds rounds, targets alternating within each, so a noisy
 # moment lands on one round of one target; the report takes each metric's median over rounds.
 for round in $(seq "$rounds"); do
@@ -204,9 +298,14 @@ for round in $(seq "$rounds"); do
   routed_phase() {
     TARGETS=tollgate run_phase closed_64_routed fast "$body_routed" closed --connections 64 --seconds "$secs"
   }
-  [ $((round % 2)) = 1 ] && routed_phase
+  # What tracing costs: the same load through the traced Tollgates (every request sampled,
+  # and 1 %). Mirrored the same way: odd rounds traced, 1 %, routed, closed_64; even rounds
+  # closed_64, routed, 1 %, traced.
+  traced_all_phase() { traced_phase closed_64_traced traced $TG_TRACED_ADMIN 1.0; }
+  traced_1pct_phase() { traced_phase closed_64_traced_1pct traced_1pct $TG_1PCT_ADMIN 0.01; }
+  if [ $((round % 2)) = 1 ]; then traced_all_phase; traced_1pct_phase; routed_phase; fi
   run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
-  [ $((round % 2)) = 0 ] && routed_phase
+  if [ $((round % 2)) = 0 ]; then routed_phase; traced_1pct_phase; traced_all_phase; fi
   run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 done
 

@@ -91,7 +91,11 @@ fn check(path: &Path) -> ExitCode {
     let compiled = Config::from_file(path)
         .map_err(|err| err.to_string())
         .and_then(|(config, text)| {
-            snapshot::compile(&config, &text, &std::sync::Arc::new(Metrics::new()))
+            let metrics = std::sync::Arc::new(Metrics::new());
+            if let Some(tracing) = &config.tracing {
+                crate::telemetry::trace::Tracer::new(tracing, metrics.clone())?;
+            }
+            snapshot::compile(&config, &text, &metrics)
                 .map(|s| s.version)
                 .map_err(|err| err.to_string())
         });

@@ -99,3 +99,43 @@ impl Tracer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn tracer_error(section: &str) -> String {
+        let config = Config::from_yaml(&format!("tracing:\n{section}")).unwrap();
+        match Tracer::new(config.tracing.as_ref().unwrap(), Arc::new(Metrics::new())) {
+            Ok(_) => panic!("accepted"),
+            Err(err) => err,
+        }
+    }
+
+    #[test]
+    fn bad_tracing_sections_name_their_key() {
+        let otlp = "  otlp:\n    endpoint: http://127.0.0.1:4317\n";
+        assert!(tracer_error(&format!("{otlp}  sampling_ratio: 1.5\n")).contains("sampling_ratio"));
+        assert!(tracer_error(&format!("{otlp}  queue_size: 0\n")).contains("queue_size"));
+        assert!(
+            tracer_error("  otlp:\n    endpoint: ftp://collector\n")
+                .contains("tracing.otlp.endpoint")
+        );
+        assert!(
+            tracer_error("  otlp:\n    endpoint: http://user:pw@collector:4317\n")
+                .contains("no credentials")
+        );
+        let missing = tracer_error(&format!(
+            "{otlp}    headers_env: {{x-api-key: TOLLGATE_TEST_UNSET_VARIABLE}}\n"
+        ));
+        assert!(
+            missing.contains("TOLLGATE_TEST_UNSET_VARIABLE"),
+            "{missing}"
+        );
+        assert!(
+            tracer_error(&format!("{otlp}    headers: {{\"bad header\": x}}\n"))
+                .contains("headers")
+        );
+    }
+}
