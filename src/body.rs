@@ -97,7 +97,7 @@ impl GatewayBody {
                 &report.exchange,
                 &report.metrics,
                 status,
-                &mut self.stats,
+                &self.stats,
                 completed,
             );
         }

@@ -93,7 +93,7 @@ fn check(path: &Path) -> ExitCode {
         .and_then(|(config, text)| {
             let metrics = std::sync::Arc::new(Metrics::new());
             if let Some(tracing) = &config.tracing {
-                crate::telemetry::trace::Tracer::new(tracing, metrics.clone())?;
+                crate::telemetry::trace::Tracer::new(tracing, 1, metrics.clone())?;
             }
             snapshot::compile(&config, &text, &metrics)
                 .map(|s| s.version)

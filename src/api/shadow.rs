@@ -90,7 +90,7 @@ pub fn mirror(
                     let _ = body.collect().await;
                 }
                 Err(err) => {
-                    let mut stats = ExchangeStats {
+                    let stats = ExchangeStats {
                         error: Some(err.kind),
                         stream,
                         ..ExchangeStats::default()
@@ -99,7 +99,7 @@ pub fn mirror(
                         &exchange,
                         &snapshot.metrics,
                         err.kind.status().as_u16(),
-                        &mut stats,
+                        &stats,
                         true,
                     );
                 }

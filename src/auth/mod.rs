@@ -23,6 +23,8 @@ pub struct Tenant {
     pub name: Box<str>,
     /// Position in per-tenant series tables: 0 for `anonymous`, then config order from 1.
     pub slot: usize,
+    /// `tollgate.tenant` as an encoded span attribute.
+    pub span_attribute: Box<[u8]>,
     /// Indexed by route index: may this tenant use that alias?
     allowed: Box<[bool]>,
     /// The `GET /v1/models` answer for this tenant, built once per snapshot.
@@ -56,6 +58,7 @@ impl Tenant {
         Self {
             name: name.into(),
             slot: 0,
+            span_attribute: crate::telemetry::trace::spans::tenant_attribute(name),
             allowed: allowed.into_boxed_slice(),
             models_body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
             may_pin: false,

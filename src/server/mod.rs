@@ -138,9 +138,9 @@ impl Gateway {
             None => None,
             Some(tracing) => {
                 let (tracer, exporter) =
-                    Tracer::new(tracing, metrics.clone()).map_err(StartError::Config)?;
+                    Tracer::new(tracing, count, metrics.clone()).map_err(StartError::Config)?;
                 // The exporter ends once every API worker (and so every tracer) is gone,
-                // after sending what is left.
+                // after sending what is left. Its queue has one shard per worker.
                 let worker = Worker::spawn("tollgate-otlp".into(), 0, move || exporter.run());
                 workers.push(worker.map_err(bind_error(api_addr))?);
                 Some(tracer)

@@ -127,6 +127,7 @@ pub fn recompile(
     let series = routes::SeriesSource {
         metrics,
         tenants: &tenant_slots,
+        config_version: &version,
     };
     let mut routes = HashMap::new();
     for (index, (alias, route)) in config.routes.iter().enumerate() {

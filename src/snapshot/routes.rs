@@ -13,11 +13,14 @@ use crate::providers::Provider;
 use crate::providers::openai::static_headers;
 use crate::routing::Split;
 use crate::telemetry::metrics::{Metrics, RequestCounters, VersionMetrics};
+use crate::telemetry::trace::spans::VersionAttributes;
 
-/// Where a route's metric series come from: the registry, and the tenants in slot order.
+/// What a route's telemetry is built from: the metrics registry, the tenants in slot order,
+/// and the config version its spans carry.
 pub struct SeriesSource<'a> {
     pub metrics: &'a Metrics,
     pub tenants: &'a [&'a str],
+    pub config_version: &'a str,
 }
 
 /// Most attempts one request may make, whatever the config says.
@@ -79,6 +82,8 @@ pub struct Version {
     pub metrics: Arc<VersionMetrics>,
     /// Request counters of this version per tenant, by [`crate::auth::Tenant::slot`].
     pub requests: Box<[Arc<RequestCounters>]>,
+    /// What every span of a request served by this version repeats, encoded once.
+    pub span_attributes: VersionAttributes,
 }
 
 impl Route {
@@ -318,6 +323,13 @@ fn compile_version(
             .iter()
             .map(|tenant| series.metrics.requests(alias, name, tenant))
             .collect(),
+        span_attributes: VersionAttributes::new(
+            alias,
+            name,
+            series.config_version,
+            provider,
+            upstream_model,
+        ),
     })
 }
 

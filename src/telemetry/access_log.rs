@@ -17,6 +17,7 @@ use crate::error::ErrorKind;
 use crate::exchange::Exchange;
 use crate::snapshot::Version;
 use crate::telemetry::metrics::{InFlightRequest, Metrics, Operation};
+use crate::telemetry::trace::context::trace_id_hex;
 use crate::telemetry::trace::record::nanos;
 use crate::telemetry::trace::{AnswerFacts, Finished, TraceContext, Tracer};
 use crate::upstream::stats::ExchangeStats;
@@ -31,7 +32,7 @@ pub fn record(
     exchange: &Arc<Exchange>,
     metrics: &Metrics,
     status: u16,
-    stats: &mut ExchangeStats,
+    stats: &ExchangeStats,
     completed: bool,
 ) {
     let duration = exchange.arrived.elapsed();
@@ -40,9 +41,9 @@ pub fn record(
     let version = exchange.version();
     let tenant = exchange.tenant.get();
     if let Some((spans, tracer)) = exchange.take_spans() {
-        tracer.submit(Finished {
-            exchange: exchange.clone(),
-            spans,
+        tracer.submit(&Finished {
+            exchange,
+            spans: &spans,
             answer: AnswerFacts {
                 status,
                 upstream_status: stats.upstream_status,
@@ -50,10 +51,10 @@ pub fn record(
                 stream: stats.stream,
                 ttft: stats.ttft,
                 usage: stats.usage,
-                finish_reason: stats.finish_reason.clone(),
-                response_id: stats.response_id.take(),
-                response_model: stats.response_model.take(),
-                output: stats.output.take(),
+                finish_reason: stats.finish_reason.as_ref(),
+                response_id: stats.response_id.as_deref(),
+                response_model: stats.response_model.as_deref(),
+                output: stats.output.as_deref(),
                 completed,
             },
             end: nanos(duration),
@@ -82,7 +83,10 @@ pub fn record(
         finish_reason = stats.finish_reason.as_ref().map(|f| f.as_str()),
         error = stats.error.map(ErrorKind::code),
         client_disconnected = !completed,
-        trace_id = exchange.is_recording().then(|| format!("{:032x}", exchange.trace.trace_id)),
+        trace_id = exchange
+            .is_recording()
+            .then_some(&trace_id_hex(exchange.trace.trace_id))
+            .and_then(|hex| std::str::from_utf8(hex).ok()),
         "request"
     );
 }

@@ -126,21 +126,25 @@ pub fn parse_traceparent(value: &[u8]) -> Option<TraceParent> {
     })
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `00-{trace}-{parent}-{flags}`.
 pub fn format_traceparent(trace_id: u128, parent_id: u64, flags: u8) -> [u8; 55] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; 55];
     out[0] = b'0';
     out[1] = b'0';
-    for i in 0..32 {
-        out[3 + i] = DIGITS[((trace_id >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    out[3..35].copy_from_slice(&trace_id_hex(trace_id));
     for i in 0..16 {
         out[36 + i] = DIGITS[((parent_id >> (60 - 4 * i)) & 0xf) as usize];
     }
     out[53] = DIGITS[usize::from(flags >> 4)];
     out[54] = DIGITS[usize::from(flags & 0xf)];
     out
+}
+
+/// A trace id as 32 lowercase hex digits, without the formatting machinery.
+pub fn trace_id_hex(trace_id: u128) -> [u8; 32] {
+    std::array::from_fn(|i| DIGITS[((trace_id >> (124 - 4 * i)) & 0xf) as usize])
 }
 
 fn hex_digit(c: u8) -> Option<u8> {

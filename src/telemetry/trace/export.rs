@@ -1,5 +1,6 @@
-//! The OTLP exporter: batches finished requests' spans and sends them to the collector over
-//! gRPC or HTTP/protobuf, on its own thread, until every tracer is gone.
+//! The OTLP exporter: takes the encoded spans out of the workers' shards and sends them to
+//! the collector in batches, over gRPC or HTTP/protobuf, on its own thread, until every
+//! tracer is gone.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,21 +10,25 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-use super::Finished;
-use super::proto::{Value, attribute, bytes_field, message};
-use super::spans;
+use super::proto::{Value, attribute, bytes_field, field_len, len_prefix};
+use super::{Shard, Shards, lock_shard};
 use crate::config::{OtlpProtocol, TracingConfig, UpstreamHttp};
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::client::{self, HttpClient};
+
+/// Field number of `ScopeSpans.spans`: what the shards hold, back to back.
+pub const SCOPE_SPANS_SPANS: u32 = 2;
 
 /// The gRPC method of the OTLP trace service.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Sends span batches to the collector.
 pub struct Exporter {
-    receiver: mpsc::Receiver<Finished>,
+    shards: Shards,
+    /// Rung by a request when its shard holds a batch, and by the last tracer's drop.
+    wake: Arc<Notify>,
     transport: Transport,
     /// The encoded `Resource` and `InstrumentationScope` messages, the same in every batch.
     resource: Vec<u8>,
@@ -44,7 +49,8 @@ struct Transport {
 impl Exporter {
     pub fn new(
         config: &TracingConfig,
-        receiver: mpsc::Receiver<Finished>,
+        shards: Shards,
+        wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Result<Exporter, String> {
         let otlp = &config.otlp;
@@ -86,7 +92,8 @@ impl Exporter {
         let client = client::build_with(None, Duration::from_secs(5), 4, http)
             .map_err(|e| format!("tracing.otlp: {e}"))?;
         Ok(Exporter {
-            receiver,
+            shards,
+            wake,
             transport: Transport {
                 client,
                 uri,
@@ -102,41 +109,46 @@ impl Exporter {
         })
     }
 
-    /// Exports until every sender is gone, then sends what is left and returns.
-    pub async fn run(mut self) {
-        let mut batch: Vec<Finished> = Vec::new();
-        let mut spans = 0usize;
-        let mut deadline = tokio::time::Instant::now() + self.interval;
+    /// Every `export_interval` (or when woken early), takes what every shard holds and
+    /// exports it in batches; once every tracer is gone, sends what is left and returns.
+    pub async fn run(self) {
+        // Each shard's buffer is swapped with this one's, so both keep their capacity.
+        let mut taken = Shard::default();
         loop {
-            let next = tokio::time::timeout_at(deadline, self.receiver.recv()).await;
-            match next {
-                Ok(Some(finished)) => {
-                    spans += finished.spans.span_count();
-                    batch.push(finished);
-                    if spans < self.max_batch_spans {
-                        continue;
-                    }
-                }
-                Ok(None) => {
-                    self.export(&mut batch, &mut spans).await;
-                    return;
-                }
-                Err(_) => {}
+            let _ = tokio::time::timeout(self.interval, self.wake.notified()).await;
+            // Only this exporter holds the shards once every tracer is gone.
+            let last = Arc::strong_count(&self.shards) == 1;
+            for shard in self.shards.iter() {
+                std::mem::swap(&mut *lock_shard(shard), &mut taken);
+                self.export_shard(&taken).await;
+                taken.clear();
             }
-            self.export(&mut batch, &mut spans).await;
-            deadline = tokio::time::Instant::now() + self.interval;
+            if last {
+                return;
+            }
         }
     }
 
-    async fn export(&self, batch: &mut Vec<Finished>, spans: &mut usize) {
-        if batch.is_empty() {
-            return;
+    /// Sends a shard's spans in batches of at most `max_batch_spans` (a request's spans
+    /// are never split), each one contiguous run of its bytes.
+    async fn export_shard(&self, shard: &Shard) {
+        let (mut start, mut spans) = (0usize, 0usize);
+        for (i, (end, count)) in shard.requests.iter().enumerate() {
+            spans += count;
+            let last = i + 1 == shard.requests.len();
+            if spans >= self.max_batch_spans || last {
+                self.export(&shard.bytes[start..*end], spans).await;
+                start = *end;
+                spans = 0;
+            }
         }
-        let count = std::mem::take(spans) as u64;
-        let body = self.encode(batch);
-        batch.clear();
+    }
+
+    async fn export(&self, spans_bytes: &[u8], count: usize) {
+        let body = self.request_body(spans_bytes);
         let sent = tokio::time::timeout(self.timeout, self.transport.send(body)).await;
         let counters = &self.metrics.traces;
+        let count = count as u64;
         match sent {
             Ok(Ok(())) => {
                 counters.exported.fetch_add(count, Relaxed);
@@ -152,37 +164,36 @@ impl Exporter {
         }
     }
 
-    /// One `ExportTraceServiceRequest` with every span of `batch`.
-    pub fn encode(&self, batch: &[Finished]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(batch.len() * 2048);
-        message(&mut out, 1, |resource_spans| {
-            bytes_field(resource_spans, 1, &self.resource);
-            message(resource_spans, 2, |scope_spans| {
-                bytes_field(scope_spans, 1, &self.scope);
-                for finished in batch {
-                    spans::encode(scope_spans, 2, finished);
-                }
-            });
-        });
-        out
+    /// One `ExportTraceServiceRequest` around `spans` (encoded `ScopeSpans.spans` fields),
+    /// with the gRPC length prefix in front when the transport is gRPC: sizes first, then
+    /// every byte written once.
+    pub fn request_body(&self, spans: &[u8]) -> Bytes {
+        let scope_spans = field_len(self.scope.len()) + spans.len();
+        let resource_spans = field_len(self.resource.len()) + field_len(scope_spans);
+        let message = field_len(resource_spans);
+        let mut out = Vec::with_capacity(message + 5);
+        if self.transport.protocol == OtlpProtocol::Grpc {
+            // Length-prefixed message: no compression flag, then a big-endian length.
+            out.push(0);
+            out.extend_from_slice(&u32::try_from(message).unwrap_or(u32::MAX).to_be_bytes());
+        }
+        len_prefix(&mut out, 1, resource_spans);
+        bytes_field(&mut out, 1, &self.resource);
+        len_prefix(&mut out, 2, scope_spans);
+        bytes_field(&mut out, 1, &self.scope);
+        out.extend_from_slice(spans);
+        Bytes::from(out)
     }
 }
 
 impl Transport {
-    async fn send(&self, message: Vec<u8>) -> Result<(), String> {
-        let (body, content_type) = match self.protocol {
-            OtlpProtocol::Grpc => {
-                // Length-prefixed message: no compression flag, then a big-endian length.
-                let mut framed = Vec::with_capacity(message.len() + 5);
-                framed.push(0);
-                framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                framed.extend_from_slice(&message);
-                (framed, "application/grpc")
-            }
-            OtlpProtocol::HttpProtobuf => (message, "application/x-protobuf"),
+    async fn send(&self, body: Bytes) -> Result<(), String> {
+        let content_type = match self.protocol {
+            OtlpProtocol::Grpc => "application/grpc",
+            OtlpProtocol::HttpProtobuf => "application/x-protobuf",
         };
         let mut request = Request::post(self.uri.clone())
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         let headers = request.headers_mut();
         headers.clone_from(&self.headers);

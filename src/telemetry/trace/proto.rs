@@ -57,6 +57,17 @@ fn len_field(len: u64) -> u64 {
     1 + varint_len(len) + len
 }
 
+/// [`len_field`] for in-memory sizes.
+pub fn field_len(len: usize) -> usize {
+    len_field(len as u64) as usize
+}
+
+/// The key and length of a length-delimited field whose `len` bytes the caller writes next.
+pub fn len_prefix(buf: &mut Vec<u8>, field: u32, len: usize) {
+    key(buf, field, LEN);
+    varint(buf, len as u64);
+}
+
 /// A nested message: `write` appends its fields, then the length goes in front of them
 /// (the fields move right by the length's few bytes). For messages whose size is not
 /// known before writing them; attributes compute theirs instead.

@@ -109,9 +109,10 @@ impl Default for SpanLog {
     }
 }
 
-/// What the response learned that spans report: answer facts of the final attempt.
-#[derive(Debug, Default)]
-pub struct AnswerFacts {
+/// What the response learned that spans report: answer facts of the final attempt,
+/// borrowed from the request's stats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnswerFacts<'a> {
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub error: Option<ErrorKind>,
@@ -119,11 +120,11 @@ pub struct AnswerFacts {
     /// From arrival.
     pub ttft: Option<Duration>,
     pub usage: Option<Usage>,
-    pub finish_reason: Option<FinishReason>,
-    pub response_id: Option<Box<str>>,
-    pub response_model: Option<Box<str>>,
+    pub finish_reason: Option<&'a FinishReason>,
+    pub response_id: Option<&'a str>,
+    pub response_model: Option<&'a str>,
     /// The completion text, for routes that record content.
-    pub output: Option<String>,
+    pub output: Option<&'a str>,
     /// False when the client left before the end.
     pub completed: bool,
 }

@@ -36,7 +36,7 @@ const IS_REMOTE: u32 = 0x200;
 
 /// Appends every span of `finished` as field `field` (ScopeSpans.spans) to `out`.
 pub fn encode(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
-    let exchange = &*finished.exchange;
+    let exchange = finished.exchange;
     let log = &finished.spans;
     let base = log.start_unix_nanos;
     server_span(out, span_field, finished);
@@ -118,7 +118,7 @@ fn http_route(path: &str) -> Option<&'static str> {
 }
 
 fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
-    let exchange = &*finished.exchange;
+    let exchange = finished.exchange;
     let answer = &finished.answer;
     let route_template = http_route(&exchange.path);
     message(out, span_field, |span| {
@@ -196,13 +196,15 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
 /// span and every attempt span.
 fn common_attributes(span: &mut Vec<u8>, exchange: &Exchange, version: Option<&Version>) {
     if let Some(tenant) = exchange.tenant.get() {
-        attr(span, "tollgate.tenant", Value::Str(&tenant.name));
+        span.extend_from_slice(&tenant.span_attribute);
+    }
+    if let Some(version) = version.or_else(|| exchange.version()) {
+        // Route, version and config version, encoded when the config was compiled.
+        span.extend_from_slice(&version.span_attributes.common);
+        return;
     }
     if let Some(route) = exchange.route.get() {
         attr(span, "tollgate.route", Value::Str(&route.alias));
-    }
-    if let Some(version) = version.or_else(|| exchange.version()) {
-        attr(span, "tollgate.route.version", Value::Str(&version.name));
     }
     if let Some(snapshot) = exchange.snapshot() {
         attr(
@@ -213,10 +215,57 @@ fn common_attributes(span: &mut Vec<u8>, exchange: &Exchange, version: Option<&V
     }
 }
 
+/// A route version's span attributes, encoded once when the config compiles: what every
+/// span of a request it serves repeats.
+#[derive(Debug, Default)]
+pub struct VersionAttributes {
+    /// `tollgate.route`, `tollgate.route.version`, `tollgate.config.version`.
+    pub common: Box<[u8]>,
+    /// `gen_ai.provider.name`, `gen_ai.request.model`, `tollgate.provider`.
+    pub upstream: Box<[u8]>,
+}
+
+impl VersionAttributes {
+    pub fn new(
+        alias: &str,
+        version: &str,
+        config_version: &str,
+        provider: &crate::providers::Provider,
+        model: &str,
+    ) -> Self {
+        let block = |pairs: &[(&str, &str)]| {
+            let mut out = Vec::new();
+            for (key, value) in pairs {
+                attr(&mut out, key, Value::Str(value));
+            }
+            out.into_boxed_slice()
+        };
+        Self {
+            common: block(&[
+                ("tollgate.route", alias),
+                ("tollgate.route.version", version),
+                ("tollgate.config.version", config_version),
+            ]),
+            upstream: block(&[
+                ("gen_ai.provider.name", provider.genai_name()),
+                ("gen_ai.request.model", model),
+                ("tollgate.provider", provider.name()),
+            ]),
+        }
+    }
+}
+
+/// `tollgate.tenant` for tenant `name`, encoded once.
+pub fn tenant_attribute(name: &str) -> Box<[u8]> {
+    let mut out = Vec::new();
+    attr(&mut out, "tollgate.tenant", Value::Str(name));
+    out.into_boxed_slice()
+}
+
 fn step_attributes(span: &mut Vec<u8>, exchange: &Exchange, step: &Step, finished: &Finished) {
     match step.kind {
         StepKind::Auth => match exchange.tenant.get() {
-            Some(tenant) => attr(span, "tollgate.tenant", Value::Str(&tenant.name)),
+            Some(tenant) => span.extend_from_slice(&tenant.span_attribute),
             None => {
                 let code = finished
                     .answer
@@ -250,7 +299,7 @@ fn client_span(
     n: usize,
     last: bool,
 ) {
-    let exchange = &*finished.exchange;
+    let exchange = finished.exchange;
     let answer = &finished.answer;
     let request = &finished.spans.request;
     header(
@@ -272,16 +321,7 @@ fn client_span(
     times(span, base + attempt.start, base + end);
 
     attr(span, "gen_ai.operation.name", Value::Str(op));
-    attr(
-        span,
-        "gen_ai.provider.name",
-        Value::Str(version.provider.genai_name()),
-    );
-    attr(
-        span,
-        "gen_ai.request.model",
-        Value::Str(&version.upstream_model),
-    );
+    span.extend_from_slice(&version.span_attributes.upstream);
     if let Some(v) = request.max_tokens {
         attr(span, "gen_ai.request.max_tokens", Value::Int(v));
     }
@@ -301,11 +341,6 @@ fn client_span(
         attr(span, "server.address", Value::Str(&endpoint.host));
         attr(span, "server.port", Value::Int(i64::from(endpoint.port)));
     }
-    attr(
-        span,
-        "tollgate.provider",
-        Value::Str(version.provider.name()),
-    );
     common_attributes(span, exchange, Some(version));
     attr(span, "tollgate.attempt", Value::Int(n as i64 + 1));
 
@@ -344,13 +379,13 @@ fn client_span(
 /// and (routes that opt in) the content.
 fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptRecord) {
     let answer = &finished.answer;
-    if let Some(id) = &answer.response_id {
+    if let Some(id) = answer.response_id {
         attr(span, "gen_ai.response.id", Value::Str(id));
     }
-    if let Some(model) = &answer.response_model {
+    if let Some(model) = answer.response_model {
         attr(span, "gen_ai.response.model", Value::Str(model));
     }
-    if let Some(reason) = &answer.finish_reason {
+    if let Some(reason) = answer.finish_reason {
         attr(
             span,
             "gen_ai.response.finish_reasons",
@@ -408,8 +443,8 @@ fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptR
         {
             attr(span, "gen_ai.input.messages", Value::Str(&json));
         }
-        if let Some(text) = &answer.output {
-            let json = content::output_messages(text, answer.finish_reason.as_ref());
+        if let Some(text) = answer.output {
+            let json = content::output_messages(text, answer.finish_reason);
             attr(span, "gen_ai.output.messages", Value::Str(&json));
         }
     }
