@@ -257,16 +257,19 @@ span_counters() { # admin port -> "exported dropped_queue_full dropped_export_fa
     { echo "cannot read the span counters on 127.0.0.1:$1/metrics" >&2; return 1; }
 }
 # Spans leave in batches from Tollgate's exporter thread, the last one up to export_interval
-# (1 s) after the load stops. Wait until the counters have stood still for 1.6 s (at most
-# 8 s), so the phase's CPU includes exporting all of its spans and its counts are final.
+# (1 s) after the load stops. Wait past that, then until two reads 0.5 s apart agree (at
+# most 8 s), so the phase's CPU includes exporting all of its spans and its counts are
+# final. Few reads: each scrape is Tollgate CPU that the untraced phases do not pay.
 settle_export() { # admin port
-  local last now still=0 polls=0
+  local last now polls=0
+  sleep 1.3
   last=$(span_counters "$1")
-  while [ $still -lt 8 ] && [ $polls -lt 40 ]; do
-    sleep 0.2
+  while [ $polls -lt 13 ]; do
+    sleep 0.5
     polls=$((polls + 1))
     now=$(span_counters "$1")
-    if [ "$now" = "$last" ]; then still=$((still + 1)); else still=0; last=$now; fi
+    [ "$now" = "$last" ] && break
+    last=$now
   done
 }
 traced_phase() { # scenario target(traced|traced_1pct) admin-port sampling-ratio

@@ -509,3 +509,32 @@ async fn an_absent_collector_costs_spans_not_requests() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn spans_still_queued_at_shutdown_are_sent_before_the_gateway_stops() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    // Nothing would be exported for a minute: only the shutdown can send these spans.
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
+        tracing_section(&receiver.http, "http/protobuf", "")
+            .replace("export_interval: 20ms", "export_interval: 60s")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m"}"#,
+            &[("traceparent", &parent)],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    gw.shutdown().await;
+    let spans = receiver.spans_of(INBOUND_TRACE, 4);
+    assert_eq!(spans.len(), 4);
+}

@@ -292,26 +292,26 @@ impl<'a> RequestFields<'a> {
     /// The `gen_ai.request.*` values of this request as sent upstream: the caller's, else
     /// the route version's defaults.
     pub fn span_params(&self, stream: bool, defaults: &[ParamDefault]) -> RequestParams {
-        let raw = |name: &str| -> Option<serde_json::Value> {
+        // The raw JSON text of a parameter. A JSON number is valid Rust number syntax, so
+        // it is parsed in place; anything else (a string, null) is not a number and is left
+        // out.
+        let raw = |name: &str| -> Option<&str> {
             let bit = generation_param(name)?;
             if let Some(value) = self.params.get(usize::from(bit)).copied().flatten() {
-                return serde_json::from_str(value.get()).ok();
+                return Some(value.get());
             }
             let default = defaults.iter().find(|d| d.bit == bit)?;
             // `member` is `,"name":value`.
-            let object = format!("{{{}}}", String::from_utf8_lossy(&default.member[1..]));
-            serde_json::from_str::<serde_json::Value>(&object)
-                .ok()?
-                .get(name)
-                .cloned()
+            let member = std::str::from_utf8(&default.member).ok()?;
+            member.split_once(':').map(|(_, value)| value)
         };
+        let float = |name| raw(name).and_then(|v| v.trim().parse::<f64>().ok());
+        let int = |name| raw(name).and_then(|v| v.trim().parse::<i64>().ok());
         RequestParams {
-            max_tokens: raw("max_tokens")
-                .or_else(|| raw("max_completion_tokens"))
-                .and_then(|v| v.as_i64()),
-            temperature: raw("temperature").and_then(|v| v.as_f64()),
-            top_p: raw("top_p").and_then(|v| v.as_f64()),
-            seed: raw("seed").and_then(|v| v.as_i64()),
+            max_tokens: int("max_tokens").or_else(|| int("max_completion_tokens")),
+            temperature: float("temperature").filter(|v| v.is_finite()),
+            top_p: float("top_p").filter(|v| v.is_finite()),
+            seed: int("seed"),
             stream,
         }
     }
@@ -399,6 +399,27 @@ fn with_include_usage(raw: &RawValue) -> Result<Vec<u8>, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_params_come_from_the_body_else_from_version_defaults() {
+        let body = br#"{"model":"m","temperature":0.25,"max_completion_tokens":64,"top_p":"x"}"#;
+        let fields = RequestFields::parse(body).unwrap();
+        let default = |name: &str, value: &str| ParamDefault {
+            bit: generation_param(name).unwrap(),
+            member: format!(r#","{name}":{value}"#).into_bytes().into(),
+        };
+        let defaults = [default("seed", "7"), default("temperature", "1.0")];
+        let params = fields.span_params(true, &defaults);
+        assert_eq!(
+            params.temperature,
+            Some(0.25),
+            "the body wins over the default"
+        );
+        assert_eq!(params.max_tokens, Some(64));
+        assert_eq!(params.seed, Some(7), "from the default");
+        assert_eq!(params.top_p, None, "a string is not a number");
+        assert!(params.stream);
+    }
 
     fn upstream(body: &str, model: Option<&str>) -> String {
         let bytes = Bytes::from(body.to_owned());
