@@ -190,7 +190,7 @@ def traced(runs, scenario):
           f"{m['rounds']} rounds; tracing, sampling ratio {sampling:g}")
     print(f"{'':<{W}}{'T/U':<10}{'':>9}{ratio(p99, 1) if p99 else '-':>9}{'':>10}{'':>9}"
           f"{ratio(throughput, 1) if throughput else '-':>10}{ratio(cpu, 1) if cpu else '-':>10}"
-          f"{'':>8}  traced/untraced closed_64, per round")
+          f"{'':>8}  traced/untraced {base}, per round")
     if exported == 0:
         verdict = "NO SPANS EXPORTED: the receiver was not reached"
     elif dropped == 0:
@@ -221,8 +221,15 @@ def problems(summary, expected_streams):
     """What makes a run unusable: a missing target, failed requests, lost or extra events,
     streams that were not all held open, a traced phase whose spans all went missing."""
     found = []
-    for scenario, entry in summary["scenarios"].items():
-        targets = ("tollgate",) if scenario.endswith("_routed") or "_traced" in scenario else ("direct", "tollgate", "nginx")
+    scenarios = summary["scenarios"]
+    for scenario, entry in scenarios.items():
+        if scenario.endswith("_routed") or "_traced" in scenario:
+            targets = ("tollgate",)
+        elif f"{scenario}_traced" in scenarios:
+            # A fixed-rate baseline for the traced phases: Tollgate and the mock only.
+            targets = ("direct", "tollgate")
+        else:
+            targets = ("direct", "tollgate", "nginx")
         if "spans" in entry and not entry["spans"]["exported"]:
             found.append(f"{scenario}: no span reached the OTLP receiver")
         for target in targets:

@@ -272,13 +272,14 @@ settle_export() { # admin port
     last=$now
   done
 }
-traced_phase() { # scenario target(traced|traced_1pct) admin-port sampling-ratio
+traced_phase() { # scenario target(traced|traced_1pct) admin-port sampling-ratio load-args...
   local scenario=$1 target=$2 admin=$3 ratio=$4 pid before after rx_before rx_after result settle_from e0 q0 f0 e1 q1 f1
+  shift 4
   pid=$(proxy_pid "$target")
   read -r e0 q0 f0 <<<"$(span_counters "$admin")"
   before=$(cpu_ns "$pid")
   rx_before=$(cpu_ns $rotel_pid)
-  result=$(load "$target" fast "$body_fast" closed --connections 64 --seconds "$secs" | tail -n 1)
+  result=$(load "$target" fast "$body_fast" "$@" --seconds "$secs" | tail -n 1)
   settle_from=$(date +%s%N)
   settle_export "$admin"
   after=$(cpu_ns "$pid")
@@ -304,11 +305,22 @@ for round in $(seq "$rounds"); do
   # What tracing costs: the same load through the traced Tollgates (every request sampled,
   # and 1 %). Mirrored the same way: odd rounds traced, 1 %, routed, closed_64; even rounds
   # closed_64, routed, 1 %, traced.
-  traced_all_phase() { traced_phase closed_64_traced traced $TG_TRACED_ADMIN 1.0; }
-  traced_1pct_phase() { traced_phase closed_64_traced_1pct traced_1pct $TG_1PCT_ADMIN 0.01; }
+  traced_all_phase() { traced_phase closed_64_traced traced $TG_TRACED_ADMIN 1.0 closed --connections 64; }
+  traced_1pct_phase() { traced_phase closed_64_traced_1pct traced_1pct $TG_1PCT_ADMIN 0.01 closed --connections 64; }
   if [ $((round % 2)) = 1 ]; then traced_all_phase; traced_1pct_phase; routed_phase; fi
   run_phase closed_64 fast "$body_fast" closed --connections 64 --seconds "$secs"
   if [ $((round % 2)) = 0 ]; then routed_phase; traced_1pct_phase; traced_all_phase; fi
+  # The same comparison at a fixed 10,000 requests/s, which every Tollgate (and the receiver
+  # beside the load generator) keeps up with: both sides do the same work per second, so
+  # the CPU ratio is tracing's own cost, with no throughput difference folded in.
+  fixed_rate=(open --rate 10000)
+  traced_fixed() {
+    traced_phase open_10k_traced traced $TG_TRACED_ADMIN 1.0 "${fixed_rate[@]}"
+    traced_phase open_10k_traced_1pct traced_1pct $TG_1PCT_ADMIN 0.01 "${fixed_rate[@]}"
+  }
+  if [ $((round % 2)) = 1 ]; then traced_fixed; fi
+  TARGETS="direct tollgate" run_phase open_10k fast "$body_fast" "${fixed_rate[@]}" --seconds "$secs"
+  if [ $((round % 2)) = 0 ]; then traced_fixed; fi
   run_phase stream_32x5ms stream "$body_stream" open --rate 100 --seconds "$secs" --expect-events 33
 done
 

@@ -7,9 +7,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use thread_priority::ThreadPriority;
 use tokio::sync::Notify;
 
 use super::proto::{Value, attribute, bytes_field, field_len, len_prefix};
@@ -20,6 +22,9 @@ use crate::upstream::client::{self, HttpClient};
 
 /// Field number of `ScopeSpans.spans`: what the shards hold, back to back.
 pub const SCOPE_SPANS_SPANS: u32 = 2;
+
+/// Export calls one exporter has in flight at most.
+const EXPORTS_IN_FLIGHT: usize = 4;
 
 /// The gRPC method of the OTLP trace service.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -112,6 +117,13 @@ impl Exporter {
     /// Every `export_interval` (or when woken early), takes what every shard holds and
     /// exports it in batches; once every tracer is gone, sends what is left and returns.
     pub async fn run(self) {
+        // Requests before spans: with the workers busy, this thread waits its turn, its
+        // shards fill, and spans are dropped and counted rather than requests slowed.
+        // Sending a batch otherwise takes the core for a millisecond or two, which every
+        // request that arrives meanwhile waits out.
+        if let Err(err) = thread_priority::set_current_thread_priority(ThreadPriority::Min) {
+            tracing::debug!(error = ?err, "cannot lower the span exporter's priority");
+        }
         // Each shard's buffer is swapped with this one's, so both keep their capacity.
         let mut taken = Shard::default();
         loop {
@@ -130,18 +142,26 @@ impl Exporter {
     }
 
     /// Sends a shard's spans in batches of at most `max_batch_spans` (a request's spans
-    /// are never split), each one contiguous run of its bytes.
+    /// are never split), each one contiguous run of its bytes, up to
+    /// [`EXPORTS_IN_FLIGHT`] at a time: a collector that answers slowly is not also made to
+    /// wait for one batch after the other.
     async fn export_shard(&self, shard: &Shard) {
+        let mut batches = Vec::new();
         let (mut start, mut spans) = (0usize, 0usize);
         for (i, (end, count)) in shard.requests.iter().enumerate() {
             spans += count;
             let last = i + 1 == shard.requests.len();
             if spans >= self.max_batch_spans || last {
-                self.export(&shard.bytes[start..*end], spans).await;
+                batches.push((start..*end, spans));
                 start = *end;
                 spans = 0;
             }
         }
+        futures_util::stream::iter(batches)
+            .for_each_concurrent(EXPORTS_IN_FLIGHT, |(range, spans)| {
+                self.export(&shard.bytes[range], spans)
+            })
+            .await;
     }
 
     async fn export(&self, spans_bytes: &[u8], count: usize) {
