@@ -242,6 +242,23 @@ async fn admin_reload_needs_the_token_and_reports_what_happened() {
         "{body}"
     );
     assert_eq!(&*gw.shared.live.load().version, version_of(&second));
+
+    // Nor can turning span export on: the exporter starts with the process.
+    std::fs::write(
+        &path,
+        format!("{second}tracing:\n  otlp:\n    endpoint: http://127.0.0.1:4317\n"),
+    )
+    .unwrap();
+    let (status, _, body) = reload(Some("s3cret-admin-token-0123")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("tracing section"),
+        "{body}"
+    );
+    assert_eq!(&*gw.shared.live.load().version, version_of(&second));
     let (_, _, status_body) = call(gw.admin_addr, get("/admin/config", &[])).await;
     let status_json = json(&status_body);
     assert_eq!(status_json["version"], version_of(&second));

@@ -151,22 +151,11 @@ impl Exporter {
         }
     }
 
-    /// Sends a shard's spans in batches of at most `max_batch_spans` (a request's spans
-    /// are never split), each one contiguous run of its bytes, up to
+    /// Sends a shard's spans in batches, each one contiguous run of its bytes, up to
     /// [`EXPORTS_IN_FLIGHT`] at a time: a collector that answers slowly is not also made to
     /// wait for one batch after the other.
     async fn export_shard(&self, shard: &Shard) {
-        let mut batches = Vec::new();
-        let (mut start, mut spans) = (0usize, 0usize);
-        for (i, (end, count)) in shard.requests.iter().enumerate() {
-            spans += count;
-            let last = i + 1 == shard.requests.len();
-            if spans >= self.max_batch_spans || last {
-                batches.push((start..*end, spans));
-                start = *end;
-                spans = 0;
-            }
-        }
+        let batches = batches(&shard.requests, self.max_batch_spans);
         futures_util::stream::iter(batches)
             .for_each_concurrent(EXPORTS_IN_FLIGHT, |(range, spans)| {
                 self.export(&shard.bytes[range], spans)
@@ -214,6 +203,25 @@ impl Exporter {
         out.extend_from_slice(spans);
         Bytes::from(out)
     }
+}
+
+/// Cuts requests' spans (their end offsets and counts) into batches of at most `max` spans;
+/// a request's spans are never split, so one request with more than `max` goes alone.
+fn batches(requests: &[(usize, usize)], max: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+    let mut batches = Vec::new();
+    let (mut start, mut end, mut spans) = (0usize, 0usize, 0usize);
+    for &(request_end, count) in requests {
+        if spans > 0 && spans + count > max {
+            batches.push((start..end, spans));
+            (start, spans) = (end, 0);
+        }
+        end = request_end;
+        spans += count;
+    }
+    if spans > 0 {
+        batches.push((start..end, spans));
+    }
+    batches
 }
 
 impl Transport {
@@ -302,4 +310,21 @@ fn scope() -> Vec<u8> {
     bytes_field(&mut out, 1, b"tollgate");
     bytes_field(&mut out, 2, env!("CARGO_PKG_VERSION").as_bytes());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_at_most_max_spans_and_never_split_a_request() {
+        // Four requests of 4, 4, 5 and 9 spans, ending at byte 10, 20, 30 and 40.
+        let requests = [(10, 4), (20, 4), (30, 5), (40, 9)];
+        assert_eq!(
+            batches(&requests, 8),
+            vec![(0..20, 8), (20..30, 5), (30..40, 9)]
+        );
+        assert_eq!(batches(&requests, 100), vec![(0..40, 22)]);
+        assert_eq!(batches(&[], 8), vec![]);
+    }
 }
