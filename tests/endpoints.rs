@@ -103,8 +103,10 @@ async fn an_ejected_replica_comes_back_after_its_period() {
 
 #[tokio::test]
 async fn the_less_loaded_replica_takes_most_of_the_traffic() {
+    // 250 ms, far above what the fast replica takes even when parallel tests load the
+    // machine: a scheduling stall of tens of ms on the fast one must not pass for load.
     let slow = MockServer::start(MockConfig {
-        latency: Latency::Fixed(Duration::from_millis(60)),
+        latency: Latency::Fixed(Duration::from_millis(250)),
         ..MockConfig::default()
     })
     .await
