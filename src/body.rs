@@ -5,12 +5,14 @@
 //! because the client went away.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::ErrorKind;
+use crate::exchange::Exchange;
 use crate::providers::endpoints::InFlight;
 use crate::telemetry::access_log::{self, Report};
 use crate::upstream::stats::ExchangeStats;
@@ -33,6 +35,9 @@ pub struct GatewayBody {
     report: Option<Reporting>,
     /// Keeps the upstream endpoint's request counted as outstanding until the body is done.
     in_flight: Option<InFlight>,
+    /// A sampled request whose spans are encoded when this body is dropped, after the
+    /// response is out: the status sent and whether it ran to the end.
+    spans_due: Option<(Arc<Exchange>, u16, bool)>,
 }
 
 impl GatewayBody {
@@ -42,6 +47,7 @@ impl GatewayBody {
             stats,
             report: None,
             in_flight: None,
+            spans_due: None,
         }
     }
 
@@ -59,6 +65,7 @@ impl GatewayBody {
             stats,
             report: None,
             in_flight: None,
+            spans_due: None,
         }
     }
 
@@ -100,6 +107,9 @@ impl GatewayBody {
                 &self.stats,
                 completed,
             );
+            if report.exchange.is_recording() {
+                self.spans_due = Some((report.exchange.clone(), status, completed));
+            }
         }
     }
 }
@@ -152,5 +162,8 @@ impl Drop for GatewayBody {
         // Still holding a report here means the body never reached its end: the client left
         // (or the connection failed) mid-response.
         self.finish(false);
+        if let Some((exchange, status, completed)) = self.spans_due.take() {
+            access_log::submit_spans(&exchange, status, &self.stats, completed);
+        }
     }
 }

@@ -205,7 +205,7 @@ impl Exchange {
         if let Some(version) = self.version() {
             let op = self.operation.get().copied().unwrap_or(Operation::Chat);
             version
-                .metrics
+                .genai
                 .operation(op)
                 .attempt_duration(error.or(Some(ErrorKind::UpstreamStatus)))
                 .observe_duration(elapsed);

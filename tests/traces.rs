@@ -130,6 +130,27 @@ fn traceparent(trace: &str, parent: &str, flags: &str) -> String {
     format!("00-{trace}-{parent}-{flags}")
 }
 
+/// Waits until the gateway counts at least `n` spans as accepted by the collector (it counts
+/// them when the collector's answer arrives, after the receiver has printed them), and
+/// returns the count.
+async fn exported_at_least(metrics: &tollgate::telemetry::metrics::Metrics, n: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let exported = metrics
+            .traces
+            .exported
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if exported >= n {
+            return exported;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway counted {exported} of {n} spans as exported"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn mock() -> MockServer {
     MockServer::start(MockConfig {
         tokens: 3,
@@ -255,6 +276,8 @@ async fn spans_reach_a_real_receiver_over_grpc_and_http_with_genai_attributes() 
             traceparent(INBOUND_TRACE, client["span_id"].as_str().unwrap(), "01").as_str()
         );
         assert_eq!(sent.headers["tracestate"], INBOUND_STATE);
+        // The collector's answer was read as a success.
+        assert_eq!(exported_at_least(&gw.shared.metrics, 4).await, 4);
         gw.shutdown().await;
     }
 }
@@ -349,6 +372,8 @@ async fn sampling_is_parent_based_and_unsampled_requests_still_propagate() {
         spans.iter().all(|s| s["trace_id"] == INBOUND_TRACE),
         "unsampled spans were exported: {spans:#?}"
     );
+    // Whatever order the shards were sent in: four spans in all, the sampled request's.
+    assert_eq!(exported_at_least(&gw.shared.metrics, 4).await, 4);
 }
 
 #[tokio::test]
@@ -534,7 +559,19 @@ async fn spans_still_queued_at_shutdown_are_sent_before_the_gateway_stops() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    gw.shutdown().await;
+    let metrics = gw.shared.metrics.clone();
+    // The exporter is woken by the shutdown, not left to its minute-long interval.
+    tokio::time::timeout(WAIT, gw.shutdown())
+        .await
+        .expect("shutdown in time");
     let spans = receiver.spans_of(INBOUND_TRACE, 4);
-    assert_eq!(spans.len(), 4);
+    assert!(spans.iter().any(|s| s["kind"] == "SERVER"));
+    assert_eq!(
+        metrics
+            .traces
+            .exported
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4,
+        "sent and acknowledged before the gateway stopped"
+    );
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use crate::telemetry::metrics::Operation;
 use crate::telemetry::trace::RequestParams;
 
 use crate::error::{ErrorKind, GatewayError};
@@ -30,8 +31,9 @@ pub struct RequestFields<'a> {
     pub params_present: u16,
     /// The values of the parameters spans report, raw: by index in [`GENERATION_PARAMS`].
     params: [Option<&'a RawValue>; GENERATION_PARAMS.len()],
-    /// The prompt: `messages` (chat), `prompt` (completions) or `input` (embeddings), raw.
-    pub content: Option<&'a RawValue>,
+    /// The prompt fields, raw: `messages` (chat), `prompt` (completions), `input`
+    /// (embeddings). See [`RequestFields::content`].
+    prompts: [Option<&'a RawValue>; 3],
     model_span: Range<usize>,
     stream_options: Option<(&'a RawValue, Range<usize>)>,
     /// Offset of the closing `}` of the top-level object.
@@ -46,7 +48,7 @@ struct RawFields<'a> {
     user: Option<&'a RawValue>,
     params_present: u16,
     params: [Option<&'a RawValue>; GENERATION_PARAMS.len()],
-    content: Option<&'a RawValue>,
+    prompts: [Option<&'a RawValue>; 3],
     duplicate: Option<&'static str>,
 }
 
@@ -74,8 +76,10 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                             }
                             continue;
                         }
-                        Field::Content => {
-                            fields.content.get_or_insert(value);
+                        Field::Prompt(i) => {
+                            if let Some(slot) = fields.prompts.get_mut(usize::from(i)) {
+                                slot.get_or_insert(value);
+                            }
                             continue;
                         }
                         Field::Other => continue,
@@ -101,8 +105,9 @@ enum Field {
     User,
     /// One of [`GENERATION_PARAMS`], by index.
     Generation(u8),
-    /// `messages`, `prompt` or `input`: what spans record for routes that record content.
-    Content,
+    /// `messages` (0), `prompt` (1) or `input` (2): what spans record for routes that record
+    /// content.
+    Prompt(u8),
     Other,
 }
 
@@ -143,7 +148,9 @@ impl<'de> de::Deserialize<'de> for Field {
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
                     "user" => Field::User,
-                    "messages" | "prompt" | "input" => Field::Content,
+                    "messages" => Field::Prompt(0),
+                    "prompt" => Field::Prompt(1),
+                    "input" => Field::Prompt(2),
                     other => generation_param(other).map_or(Field::Other, Field::Generation),
                 })
             }
@@ -283,10 +290,20 @@ impl<'a> RequestFields<'a> {
             user,
             params_present: raw.params_present,
             params: raw.params,
-            content: raw.content,
+            prompts: raw.prompts,
             stream_options,
             object_end,
         })
+    }
+
+    /// The prompt field of the surface of `op`, raw.
+    pub fn content(&self, op: Operation) -> Option<&'a RawValue> {
+        let i = match op {
+            Operation::Chat => 0,
+            Operation::TextCompletion => 1,
+            Operation::Embeddings => 2,
+        };
+        self.prompts[i]
     }
 
     /// The `gen_ai.request.*` values of this request as sent upstream: the caller's, else
@@ -399,6 +416,22 @@ fn with_include_usage(raw: &RawValue) -> Result<Vec<u8>, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prompt_is_the_field_of_the_surface() {
+        let body =
+            br#"{"model":"m","input":"not this","messages":[{"role":"user","content":"hi"}]}"#;
+        let fields = RequestFields::parse(body).unwrap();
+        assert_eq!(
+            fields.content(Operation::Chat).unwrap().get(),
+            r#"[{"role":"user","content":"hi"}]"#
+        );
+        assert_eq!(
+            fields.content(Operation::Embeddings).unwrap().get(),
+            r#""not this""#
+        );
+        assert!(fields.content(Operation::TextCompletion).is_none());
+    }
 
     #[test]
     fn span_params_come_from_the_body_else_from_version_defaults() {

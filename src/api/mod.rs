@@ -108,6 +108,10 @@ fn models(exchange: &Exchange) -> Result<Response<GatewayBody>, GatewayError> {
     Ok(response)
 }
 
+/// Largest prompt (raw JSON) recorded on a span for routes that record content; a larger
+/// one is left out, so queued spans stay small.
+const MAX_TRACED_INPUT: usize = 64 * 1024;
+
 async fn generate(
     req: ApiRequest,
     surface: Surface,
@@ -124,16 +128,27 @@ async fn generate(
         headers: &parts.headers,
     };
     let routing = exchange.since_arrival();
-    let choice = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted)?;
+    let choice = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted);
+    // The decision has a span whether it found a version or refused the request.
+    if let Ok(choice) = &choice {
+        let _ = exchange.route.set(choice.route.clone());
+    }
+    exchange.step(
+        StepKind::Route,
+        routing,
+        choice.as_ref().is_ok_and(|c| c.pinned),
+    );
+    let choice = choice?;
     let route = choice.route.clone();
-    let _ = exchange.route.set(route.clone());
-    exchange.step(StepKind::Route, routing, choice.pinned);
     if exchange.is_recording() {
         let stream = fields.stream && surface != Surface::Embeddings;
         let version = &route.versions[choice.version];
         exchange.record_request(fields.span_params(stream, &version.defaults));
+        // The prompt field of this surface, kept (zero-copy) unless it is larger than what
+        // a span should carry.
         if route.trace_content
-            && let Some(input) = fields.content
+            && let Some(input) = fields.content(surface.operation())
+            && input.get().len() <= MAX_TRACED_INPUT
         {
             exchange.record_input(body.slice_ref(input.get().as_bytes()));
         }

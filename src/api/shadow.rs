@@ -95,13 +95,9 @@ pub fn mirror(
                         stream,
                         ..ExchangeStats::default()
                     };
-                    access_log::record(
-                        &exchange,
-                        &snapshot.metrics,
-                        err.kind.status().as_u16(),
-                        &stats,
-                        true,
-                    );
+                    let status = err.kind.status().as_u16();
+                    access_log::record(&exchange, &snapshot.metrics, status, &stats, true);
+                    access_log::submit_spans(&exchange, status, &stats, true);
                 }
             }
         });

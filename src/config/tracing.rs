@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::ConfigDuration;
 
 /// Span export to an OpenTelemetry collector. Without this section no spans are made, and
-/// an inbound `traceparent`/`tracestate` is passed upstream unchanged.
+/// a valid inbound `traceparent`/`tracestate` is still passed upstream.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {

@@ -12,7 +12,7 @@ use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
 use crate::providers::Provider;
 use crate::providers::openai::static_headers;
 use crate::routing::Split;
-use crate::telemetry::metrics::{Metrics, RequestCounters, VersionMetrics};
+use crate::telemetry::metrics::{GenAiMetrics, Metrics, RequestCounters, VersionMetrics};
 use crate::telemetry::trace::spans::VersionAttributes;
 
 /// What a route's telemetry is built from: the metrics registry, the tenants in slot order,
@@ -80,6 +80,8 @@ pub struct Version {
     /// Generation parameters filled in when the caller left them out.
     pub defaults: Box<[ParamDefault]>,
     pub metrics: Arc<VersionMetrics>,
+    /// The GenAI histograms of this version with its current provider kind and model.
+    pub genai: Arc<GenAiMetrics>,
     /// Request counters of this version per tenant, by [`crate::auth::Tenant::slot`].
     pub requests: Box<[Arc<RequestCounters>]>,
     /// What every span of a request served by this version repeats, encoded once.
@@ -315,9 +317,10 @@ fn compile_version(
         headers,
         header_lines: header_lines.into(),
         defaults: defaults.into(),
-        metrics: series
+        metrics: series.metrics.version(alias, name),
+        genai: series
             .metrics
-            .version(alias, name, provider.genai_name(), upstream_model),
+            .genai(alias, name, provider.genai_name(), upstream_model),
         requests: series
             .tenants
             .iter()

@@ -18,18 +18,17 @@ use crate::exchange::Exchange;
 use crate::snapshot::Version;
 use crate::telemetry::metrics::{InFlightRequest, Metrics, Operation};
 use crate::telemetry::trace::context::trace_id_hex;
-use crate::telemetry::trace::record::nanos;
 use crate::telemetry::trace::{AnswerFacts, Finished, TraceContext, Tracer};
 use crate::upstream::stats::ExchangeStats;
 
 /// The tracing target of access-log lines, so they can be filtered or routed on their own.
 pub const TARGET: &str = "tollgate::access";
 
-/// Records metrics, queues the spans of a traced request and writes the access-log line for
-/// one finished (or abandoned) request. `completed` is false when the client went away
-/// before the body ended.
+/// Records metrics and writes the access-log line for one finished (or abandoned) request.
+/// `completed` is false when the client went away before the body ended. The request's
+/// spans go separately ([`submit_spans`]), once the response is out.
 pub fn record(
-    exchange: &Arc<Exchange>,
+    exchange: &Exchange,
     metrics: &Metrics,
     status: u16,
     stats: &ExchangeStats,
@@ -40,26 +39,6 @@ pub fn record(
     let route = exchange.route.get();
     let version = exchange.version();
     let tenant = exchange.tenant.get();
-    if let Some((spans, tracer)) = exchange.take_spans() {
-        tracer.submit(&Finished {
-            exchange,
-            spans: &spans,
-            answer: AnswerFacts {
-                status,
-                upstream_status: stats.upstream_status,
-                error: stats.error,
-                stream: stats.stream,
-                ttft: stats.ttft,
-                usage: stats.usage,
-                finish_reason: stats.finish_reason.as_ref(),
-                response_id: stats.response_id.as_deref(),
-                response_model: stats.response_model.as_deref(),
-                output: stats.output.as_deref(),
-                completed,
-            },
-            end: nanos(duration),
-        });
-    }
 
     tracing::info!(
         target: TARGET,
@@ -89,6 +68,33 @@ pub fn record(
             .and_then(|hex| std::str::from_utf8(hex).ok()),
         "request"
     );
+}
+
+/// Encodes a sampled request's spans into the export queue: called once its response is
+/// out (the response body is dropped), so the client never waits for it. Does nothing for
+/// requests whose spans are not recorded.
+pub fn submit_spans(exchange: &Exchange, status: u16, stats: &ExchangeStats, completed: bool) {
+    let Some((spans, tracer)) = exchange.take_spans() else {
+        return;
+    };
+    tracer.submit(&Finished {
+        exchange,
+        spans: &spans,
+        answer: AnswerFacts {
+            status,
+            upstream_status: stats.upstream_status,
+            error: stats.error,
+            stream: stats.stream,
+            ttft: stats.ttft,
+            usage: stats.usage,
+            finish_reason: stats.finish_reason.as_ref(),
+            response_id: stats.response_id.as_deref(),
+            response_model: stats.response_model.as_deref(),
+            output: stats.output.as_deref(),
+            completed,
+        },
+        end: exchange.since_arrival(),
+    });
 }
 
 /// The metrics of one finished request: its request counter, the GenAI histograms of its
@@ -124,7 +130,7 @@ pub fn record_metrics(
 /// The GenAI histograms of a request that reached a route version.
 fn record_genai(exchange: &Exchange, version: &Version, duration: Duration, stats: &ExchangeStats) {
     let op = exchange.operation.get().copied().unwrap_or(Operation::Chat);
-    let series = version.metrics.operation(op);
+    let series = version.genai.operation(op);
     series.duration(stats.error).observe_duration(duration);
     if exchange.attempts() > 0 {
         series

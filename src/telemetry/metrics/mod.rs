@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gauge::ShardedGauge;
 pub use histogram::Histogram;
-pub use series::{Operation, OperationMetrics, RequestCounters, VersionMetrics};
+pub use series::{GenAiMetrics, Operation, OperationMetrics, RequestCounters, VersionMetrics};
 
 use crate::error::ErrorKind;
 use crate::providers::endpoints::EndpointHealth;
@@ -24,9 +24,9 @@ use crate::providers::endpoints::EndpointHealth;
 /// Two names identifying a set of series (provider and endpoint, say).
 type SeriesKey = (Box<str>, Box<str>);
 
-/// What a version's series are keyed by: route, version, `gen_ai.provider.name`, model. A
-/// reload that changes the provider kind or the model starts new series.
-type VersionKey = (Box<str>, Box<str>, Box<str>, Box<str>);
+/// What a version's GenAI series are keyed by: route, version, `gen_ai.provider.name`, model.
+/// A reload that changes the provider kind or the model starts new series.
+type GenAiKey = (Box<str>, Box<str>, Box<str>, Box<str>);
 
 /// What request counters are keyed by: route, version, tenant.
 type RequestKey = (Box<str>, Box<str>, Box<str>);
@@ -44,7 +44,8 @@ pub struct TraceExportCounters {
 /// All of the process's metrics. Lives as long as the process; snapshots hold handles into it.
 #[derive(Debug)]
 pub struct Metrics {
-    versions: Mutex<BTreeMap<VersionKey, Arc<VersionMetrics>>>,
+    versions: Mutex<BTreeMap<SeriesKey, Arc<VersionMetrics>>>,
+    genai: Mutex<BTreeMap<GenAiKey, Arc<GenAiMetrics>>>,
     requests: Mutex<BTreeMap<RequestKey, Arc<RequestCounters>>>,
     unrouted: Arc<VersionMetrics>,
     /// Requests answered before any tenant was known (bad HTTP, failed auth).
@@ -106,8 +107,9 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             versions: Mutex::new(BTreeMap::new()),
+            genai: Mutex::new(BTreeMap::new()),
             requests: Mutex::new(BTreeMap::new()),
-            unrouted: Arc::new(VersionMetrics::new("", "", "", "")),
+            unrouted: Arc::new(VersionMetrics::new("", "")),
             unauthenticated: Arc::new(RequestCounters::new("", "", "")),
             errors: ErrorKind::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             in_flight: ShardedGauge::default(),
@@ -121,19 +123,28 @@ impl Metrics {
     }
 
     /// The series of `version` of `alias`, created on first use and kept across reloads.
-    /// `provider` is the version's `gen_ai.provider.name`, `model` its upstream model.
     /// Called when a snapshot is compiled, never per request.
-    pub fn version(
+    pub fn version(&self, alias: &str, version: &str) -> Arc<VersionMetrics> {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        versions
+            .entry((alias.into(), version.into()))
+            .or_insert_with(|| Arc::new(VersionMetrics::new(alias, version)))
+            .clone()
+    }
+
+    /// The GenAI series of `version` of `alias` while it sends `model` to a provider of kind
+    /// `provider` (`gen_ai.provider.name`): created on first use, kept across reloads.
+    pub fn genai(
         &self,
         alias: &str,
         version: &str,
         provider: &str,
         model: &str,
-    ) -> Arc<VersionMetrics> {
-        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        versions
+    ) -> Arc<GenAiMetrics> {
+        let mut genai = self.genai.lock().unwrap_or_else(|e| e.into_inner());
+        genai
             .entry((alias.into(), version.into(), provider.into(), model.into()))
-            .or_insert_with(|| Arc::new(VersionMetrics::new(alias, version, provider, model)))
+            .or_insert_with(|| Arc::new(GenAiMetrics::new(alias, version, provider, model)))
             .clone()
     }
 
@@ -228,7 +239,7 @@ mod tests {
         metrics
             .requests("demo", "default", "anonymous")
             .record(200, None);
-        let version = metrics.version("demo", "default", "tollgate.demo", "demo");
+        let version = metrics.version("demo", "default");
         version
             .overhead
             .observe_duration(std::time::Duration::from_micros(40));
@@ -271,17 +282,44 @@ mod tests {
     fn series_survive_being_asked_for_again() {
         let metrics = Metrics::new();
         assert!(Arc::ptr_eq(
-            &metrics.version("a", "v1", "p", "m"),
-            &metrics.version("a", "v1", "p", "m")
+            &metrics.version("a", "v1"),
+            &metrics.version("a", "v1")
+        ));
+        assert!(Arc::ptr_eq(
+            &metrics.genai("a", "v1", "p", "m"),
+            &metrics.genai("a", "v1", "p", "m")
         ));
         assert!(!Arc::ptr_eq(
-            &metrics.version("a", "v1", "p", "m"),
-            &metrics.version("a", "v1", "p", "other-model")
+            &metrics.genai("a", "v1", "p", "m"),
+            &metrics.genai("a", "v1", "p", "other-model")
         ));
         assert!(Arc::ptr_eq(
             &metrics.requests("a", "v1", "t"),
             &metrics.requests("a", "v1", "t")
         ));
+    }
+
+    #[test]
+    fn a_model_change_starts_genai_series_without_duplicating_any_sample() {
+        let metrics = Metrics::new();
+        // The same version before and after a reload that changed its upstream model.
+        for model in ["llama-3.1", "llama-3.3"] {
+            let version = metrics.version("m", "canary");
+            version.record_attempt(false);
+            version.overhead.observe(1_000);
+            let genai = metrics.genai("m", "canary", "self_hosted", model);
+            genai.operation(Operation::Chat).input_tokens.observe(5);
+        }
+        let text = metrics.encode();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, _) = line.rsplit_once(' ').unwrap();
+            assert!(seen.insert(series.to_owned()), "twice: {series}\n{text}");
+        }
+        assert!(
+            text.contains("tollgate_upstream_attempts_total{route=\"m\",version=\"canary\"} 2\n")
+        );
+        assert!(text.contains("gen_ai_request_model=\"llama-3.3\""));
     }
 
     #[test]

@@ -96,7 +96,6 @@ impl OperationMetrics {
 pub struct VersionMetrics {
     /// `route="ALIAS",version="VERSION"`, escaped once.
     labels: Box<str>,
-    operations: [OperationMetrics; 3],
     /// Time inside the gateway minus time waiting on upstreams, to the response head.
     pub overhead: Histogram,
     attempts: AtomicU64,
@@ -106,49 +105,40 @@ pub struct VersionMetrics {
     fallbacks: AtomicU64,
 }
 
-impl VersionMetrics {
+fn route_labels(alias: &str, version: &str) -> String {
+    format!(
+        "route=\"{}\",version=\"{}\"",
+        escape(alias),
+        escape(version)
+    )
+}
+
+/// The GenAI histograms of one route version as it is configured now: the provider kind and
+/// model are labels, so a reload that changes them starts new series (the old ones stay, as
+/// counters must) rather than mixing two models' figures.
+#[derive(Debug)]
+pub struct GenAiMetrics {
+    operations: [OperationMetrics; 3],
+}
+
+impl GenAiMetrics {
     /// `provider` is the `gen_ai.provider.name`, `model` the model sent upstream.
     pub fn new(alias: &str, version: &str, provider: &str, model: &str) -> Self {
-        let labels = format!(
-            "route=\"{}\",version=\"{}\"",
-            escape(alias),
-            escape(version)
-        );
-        let operations = Operation::ALL.map(|op| {
-            OperationMetrics::new(format!(
-                "gen_ai_operation_name=\"{}\",gen_ai_provider_name=\"{}\",gen_ai_request_model=\"{}\",{labels}",
-                op.as_str(),
-                escape(provider),
-                escape(model)
-            ))
-        });
+        let labels = route_labels(alias, version);
         Self {
-            labels: labels.into(),
-            operations,
-            overhead: Histogram::seconds(OVERHEAD_BUCKETS),
-            attempts: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            fallbacks: AtomicU64::new(0),
+            operations: Operation::ALL.map(|op| {
+                OperationMetrics::new(format!(
+                    "gen_ai_operation_name=\"{}\",gen_ai_provider_name=\"{}\",gen_ai_request_model=\"{}\",{labels}",
+                    op.as_str(),
+                    escape(provider),
+                    escape(model)
+                ))
+            }),
         }
     }
 
     pub fn operation(&self, op: Operation) -> &OperationMetrics {
         &self.operations[op as usize]
-    }
-
-    pub fn record_attempt(&self, fallback: bool) {
-        self.attempts.fetch_add(1, Relaxed);
-        if fallback {
-            self.fallbacks.fetch_add(1, Relaxed);
-        }
-    }
-
-    pub fn record_retry(&self) {
-        self.retries.fetch_add(1, Relaxed);
-    }
-
-    pub fn labels(&self) -> &str {
-        &self.labels
     }
 
     /// Writes every GenAI histogram of this version that has observations.
@@ -182,6 +172,33 @@ impl VersionMetrics {
                 _ => {}
             }
         }
+    }
+}
+
+impl VersionMetrics {
+    pub fn new(alias: &str, version: &str) -> Self {
+        Self {
+            labels: route_labels(alias, version).into(),
+            overhead: Histogram::seconds(OVERHEAD_BUCKETS),
+            attempts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record_attempt(&self, fallback: bool) {
+        self.attempts.fetch_add(1, Relaxed);
+        if fallback {
+            self.fallbacks.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn labels(&self) -> &str {
+        &self.labels
     }
 
     /// Writes one line of a counter of this version (`attempts`, `retries` or `fallbacks`).
@@ -290,7 +307,7 @@ mod tests {
 
     #[test]
     fn genai_series_carry_operation_provider_model_and_error_type() {
-        let v = VersionMetrics::new("m", "canary", "self_hosted", "llama-3");
+        let v = GenAiMetrics::new("m", "canary", "self_hosted", "llama-3");
         let chat = v.operation(Operation::Chat);
         chat.duration(None)
             .observe_duration(std::time::Duration::from_millis(30));

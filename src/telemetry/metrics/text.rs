@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    EndpointHealth, Metrics, ReloadResult, RequestCounters, SeriesKey, VersionMetrics, escape,
+    EndpointHealth, GenAiMetrics, Metrics, ReloadResult, RequestCounters, SeriesKey,
+    VersionMetrics, escape,
 };
 use crate::error::ErrorKind;
 
@@ -26,10 +27,17 @@ impl Metrics {
                 .collect()
         };
 
+        let genai: Vec<Arc<GenAiMetrics>> = self
+            .genai
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for (name, help) in GENAI_FAMILIES {
             family(&mut out, name, "histogram", help);
-            for version in &versions {
-                version.encode_genai(&mut out, name);
+            for series in &genai {
+                series.encode_genai(&mut out, name);
             }
         }
 

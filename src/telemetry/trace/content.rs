@@ -1,7 +1,8 @@
 //! Prompt and completion content in the OTel GenAI message format, for routes that opt in
 //! (`gen_ai.input.messages`, `gen_ai.output.messages`: JSON strings of role and parts).
 //!
-//! Built on the exporter's thread from the raw request field and the collected answer text.
+//! Built when the spans are encoded (once the response is out), from the raw request field and
+//! the collected answer text.
 
 use serde_json::{Value, json};
 

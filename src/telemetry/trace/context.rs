@@ -37,6 +37,9 @@ pub struct TraceParent {
 /// The sampled bit of `trace-flags`.
 const SAMPLED: u8 = 0x01;
 
+/// The flags defined so far: sampled, and (level 2) random trace id.
+const KNOWN_FLAGS: u8 = 0x03;
+
 /// Most list members a valid `tracestate` has.
 const MAX_TRACESTATE_MEMBERS: usize = 32;
 
@@ -44,16 +47,22 @@ impl TraceContext {
     /// The context of an inbound request. A valid `traceparent` continues its trace and its
     /// sampling decision (parent-based); otherwise a new trace is sampled at `ratio`.
     pub fn from_headers(headers: &HeaderMap, ratio: f64) -> TraceContext {
-        let parent = headers
-            .get(http::header::HeaderName::from_static("traceparent"))
-            .and_then(|v| parse_traceparent(v.as_bytes()));
+        // Two `traceparent` headers cannot both be the parent: neither is believed.
+        let mut lines = headers
+            .get_all(http::header::HeaderName::from_static("traceparent"))
+            .iter();
+        let parent = match (lines.next(), lines.next()) {
+            (Some(line), None) => parse_traceparent(line.as_bytes()),
+            _ => None,
+        };
         match parent {
             Some(parent) => TraceContext {
                 trace_id: parent.trace_id,
                 remote_parent: Some(parent.parent_id),
                 server_span: new_span_id(),
                 sampled: parent.flags & SAMPLED != 0,
-                flags: parent.flags,
+                // Flags this hop does not know are not passed on.
+                flags: parent.flags & KNOWN_FLAGS,
                 tracestate: joined_tracestate(headers),
             },
             None => {
@@ -305,6 +314,30 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&upstream).unwrap(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01"
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_cleared_and_two_parents_are_none() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff"
+                .parse()
+                .unwrap(),
+        );
+        let ctx = TraceContext::from_headers(&headers, 0.0);
+        assert_eq!(ctx.flags, 0x03);
+        assert!(
+            std::str::from_utf8(&ctx.traceparent(1))
+                .unwrap()
+                .ends_with("-03")
+        );
+        headers.append("traceparent", VALID.parse().unwrap());
+        let ctx = TraceContext::from_headers(&headers, 0.0);
+        assert_eq!(
+            ctx.remote_parent, None,
+            "two traceparent headers: a new trace"
         );
     }
 

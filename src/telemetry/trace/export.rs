@@ -3,7 +3,8 @@
 //! tracer is gone.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,8 +37,10 @@ const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Ex
 /// Sends span batches to the collector.
 pub struct Exporter {
     shards: Shards,
-    /// Rung by a request when its shard holds a batch, and by the last tracer's drop.
+    /// Rung by a request when its shard holds a batch, and by the tracer's drop.
     wake: Arc<Notify>,
+    /// Set by the tracer's drop: take what is left, send it, stop.
+    closed: Arc<AtomicBool>,
     transport: Transport,
     /// The encoded `Resource` and `InstrumentationScope` messages, the same in every batch.
     resource: Vec<u8>,
@@ -60,6 +63,7 @@ impl Exporter {
         config: &TracingConfig,
         shards: Shards,
         wake: Arc<Notify>,
+        closed: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Result<Exporter, String> {
         let otlp = &config.otlp;
@@ -103,6 +107,7 @@ impl Exporter {
         Ok(Exporter {
             shards,
             wake,
+            closed,
             transport: Transport {
                 client,
                 uri,
@@ -138,8 +143,8 @@ impl Exporter {
         let mut taken = Shard::default();
         loop {
             let _ = tokio::time::timeout(self.interval, self.wake.notified()).await;
-            // Only this exporter holds the shards once every tracer is gone.
-            let last = Arc::strong_count(&self.shards) == 1;
+            // Read before draining: once set, no request can add to the shards.
+            let last = self.closed.load(Acquire);
             for shard in self.shards.iter() {
                 std::mem::swap(&mut *lock_shard(shard), &mut taken);
                 self.export_shard(&taken).await;

@@ -1,15 +1,15 @@
 //! Distributed tracing: W3C trace context in and out, spans recorded per sampled request,
 //! exported over OTLP (gRPC or HTTP/protobuf) off the hot path.
 //!
-//! A request records timestamps and outcomes only (see [`record`]). When it ends, the record
-//! goes into a bounded queue; the exporter, on a thread of its own, builds the spans and
-//! their attributes, encodes them as OTLP protobuf and sends them in batches. A full queue or
-//! a failed export drops spans and counts them (`tollgate_trace_spans_dropped_total`): a slow
-//! or absent collector never slows or fails a request.
+//! A request records timestamps and outcomes only while it runs (see [`record`]). Once its
+//! response is out, its spans are encoded as OTLP protobuf into its worker's shard of a
+//! bounded queue; the exporter, on a thread of its own, sends the shards in batches. A full
+//! queue or a failed export drops spans and counts them (`tollgate_trace_spans_dropped_total`):
+//! a slow or absent collector never slows or fails a request.
 //!
 //! The OpenTelemetry SDK's span pipeline was not used here: it builds attribute maps and
-//! owned strings per span on the request's thread, which at full sampling costs several
-//! times the gateway's own work per request. See the README's tracing section.
+//! owned strings per span and converts them again for export. See the README's tracing
+//! section for what Tollgate does instead, and what it costs.
 
 pub mod content;
 pub mod context;
@@ -18,7 +18,8 @@ pub mod proto;
 pub mod record;
 pub mod spans;
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use http::HeaderMap;
@@ -85,12 +86,16 @@ pub struct Tracer {
     /// Spans in a shard that wake the exporter early.
     wake_spans: usize,
     wake: Arc<Notify>,
+    /// Set when the tracer is gone, before the exporter is woken for the last time.
+    closed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
 impl Drop for Tracer {
-    /// The last tracer is gone: the exporter sends what is left and stops.
+    /// The tracer is gone (no request can submit any more): the exporter sends what is
+    /// left and stops.
     fn drop(&mut self) {
+        self.closed.store(true, Release);
         self.wake.notify_one();
     }
 }
@@ -109,17 +114,27 @@ impl Tracer {
         if config.queue_size == 0 || config.max_batch_spans == 0 {
             return Err("tracing.queue_size and tracing.max_batch_spans must be above 0".into());
         }
+        if config.export_interval.0.is_zero() || config.otlp.timeout.0.is_zero() {
+            return Err("tracing.export_interval and tracing.otlp.timeout must be above 0".into());
+        }
         let workers = workers.max(1);
         let shards: Shards = (0..workers).map(|_| Mutex::new(Shard::default())).collect();
         let wake = Arc::new(Notify::new());
-        let exporter =
-            export::Exporter::new(config, shards.clone(), wake.clone(), metrics.clone())?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let exporter = export::Exporter::new(
+            config,
+            shards.clone(),
+            wake.clone(),
+            closed.clone(),
+            metrics.clone(),
+        )?;
         let tracer = Arc::new(Tracer {
             ratio: config.sampling_ratio,
             shards,
             shard_requests: config.queue_size.div_ceil(workers),
             wake_spans: config.max_batch_spans,
             wake,
+            closed,
             metrics,
         });
         Ok((tracer, exporter))
@@ -175,6 +190,9 @@ mod tests {
         let otlp = "  otlp:\n    endpoint: http://127.0.0.1:4317\n";
         assert!(tracer_error(&format!("{otlp}  sampling_ratio: 1.5\n")).contains("sampling_ratio"));
         assert!(tracer_error(&format!("{otlp}  queue_size: 0\n")).contains("queue_size"));
+        assert!(
+            tracer_error(&format!("{otlp}  export_interval: 0ms\n")).contains("export_interval")
+        );
         assert!(
             tracer_error("  otlp:\n    endpoint: ftp://collector\n")
                 .contains("tracing.otlp.endpoint")

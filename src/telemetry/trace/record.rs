@@ -1,8 +1,8 @@
 //! What a sampled request's spans are built from: timestamps and outcomes written as the
-//! request runs, turned into OTLP spans only later, on the exporter's thread.
+//! request runs, turned into OTLP spans only once its response is out.
 //!
 //! The hot path stores offsets from the request's arrival and indexes into the snapshot it
-//! already holds; names, attributes and encoding cost nothing until export.
+//! already holds; names, attributes and encoding cost nothing until the response is out.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -105,6 +105,23 @@ fn attr(span: &mut Vec<u8>, name: &str, value: Value<'_>) {
     attribute(span, field::ATTRIBUTES, name, &value);
 }
 
+/// The method as the HTTP conventions want it: the standard ones by name, others `_OTHER`.
+fn standard_method(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
 /// The route template of a known API path; raw paths are not span names.
 fn http_route(path: &str) -> Option<&'static str> {
     [
@@ -130,7 +147,8 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
             trace.remote_parent,
             trace.remote_parent.is_some() && !exchange.shadow,
         );
-        let method = exchange.method.as_str().as_bytes();
+        // Only the standard methods name a span; a client's invented one is `_OTHER`.
+        let method = standard_method(&exchange.method).as_bytes();
         match (exchange.shadow, route_template) {
             (true, _) => bytes_field(span, field::NAME, b"tollgate.shadow"),
             (false, Some(route)) => {
@@ -150,7 +168,7 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
         attr(
             span,
             "http.request.method",
-            Value::Str(exchange.method.as_str()),
+            Value::Str(standard_method(&exchange.method)),
         );
         if let Some(route) = route_template {
             attr(span, "http.route", Value::Str(route));
