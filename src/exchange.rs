@@ -85,8 +85,12 @@ pub struct Exchange {
 impl Exchange {
     /// A request that is not traced (tests, and requests answered before any layer runs).
     pub fn new(method: Method, path: &str) -> Self {
-        let trace = TraceContext::from_headers(&http::HeaderMap::new(), 0.0);
-        Self::traced(method, path, trace, None)
+        Self::traced(
+            method,
+            path,
+            TraceContext::passthrough(&http::HeaderMap::new()),
+            None,
+        )
     }
 
     /// A request at `trace`. With a tracer, a sampled request records its spans for it.
@@ -124,13 +128,18 @@ impl Exchange {
     /// caller and trace (as a child of the primary's span), its own version, timing and
     /// outcome.
     pub fn shadow_of(primary: &Exchange, route: Arc<Route>, index: usize) -> Self {
-        let trace = TraceContext {
-            trace_id: primary.trace.trace_id,
-            remote_parent: Some(primary.trace.server_span),
-            server_span: new_span_id(),
-            sampled: primary.trace.sampled,
-            flags: primary.trace.flags,
-            tracestate: primary.trace.tracestate.clone(),
+        let trace = if primary.tracing {
+            TraceContext {
+                trace_id: primary.trace.trace_id,
+                remote_parent: Some(primary.trace.server_span),
+                server_span: new_span_id(),
+                sampled: primary.trace.sampled,
+                flags: primary.trace.flags,
+                tracestate: primary.trace.tracestate.clone(),
+            }
+        } else {
+            // Tracing off: the copy passes on the caller's context, as the primary does.
+            primary.trace.clone()
         };
         let mut shadow = Self::traced(
             primary.method.clone(),

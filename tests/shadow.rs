@@ -71,6 +71,8 @@ async fn a_slow_shadow_does_not_slow_the_caller() {
         json(std::str::from_utf8(&sent.body).unwrap())["model"],
         "next-model"
     );
+    // Tracing is off and the caller sent no trace: the copy makes none up.
+    assert!(sent.headers.get("traceparent").is_none());
 }
 
 #[tokio::test]

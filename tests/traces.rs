@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use common::*;
 use http::StatusCode;
 use serde_json::Value;
+use tollgate::server::Gateway;
 use tollgate_mock::{MockConfig, MockServer};
 
 const INBOUND_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -151,6 +152,17 @@ async fn exported_at_least(metrics: &tollgate::telemetry::metrics::Metrics, n: u
     }
 }
 
+/// A mock upstream and a gateway with `tracing` (a whole `tracing:` section) and one open
+/// route `m` to the mock, with `route_extra` lines under it.
+async fn traced_gateway(tracing: &str, route_extra: &str) -> (MockServer, Gateway) {
+    let upstream = mock().await;
+    let extra = format!(
+        "{tracing}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n{route_extra}"
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    (upstream, gw)
+}
+
 async fn mock() -> MockServer {
     MockServer::start(MockConfig {
         tokens: 3,
@@ -166,17 +178,16 @@ async fn spans_reach_a_real_receiver_over_grpc_and_http_with_genai_attributes() 
         let Some(receiver) = Receiver::start(&[]) else {
             return;
         };
-        let upstream = mock().await;
         let endpoint = if protocol == "grpc" {
             &receiver.grpc
         } else {
             &receiver.http
         };
-        let extra = format!(
-            "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n    upstream_model: served-model\n",
-            tracing_section(endpoint, protocol, "")
-        );
-        let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+        let (upstream, gw) = traced_gateway(
+            &tracing_section(endpoint, protocol, ""),
+            "    upstream_model: served-model\n",
+        )
+        .await;
         let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
         let body = r#"{"model":"m","stream":true,"temperature":0.5,"max_tokens":64,"messages":[{"role":"user","content":"secret prompt"}]}"#;
         let (status, _, _) = call(
@@ -287,12 +298,7 @@ async fn an_invalid_traceparent_starts_a_new_trace_without_its_state() {
     let Some(receiver) = Receiver::start(&[]) else {
         return;
     };
-    let upstream = mock().await;
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
-        tracing_section(&receiver.grpc, "grpc", "")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let (upstream, gw) = traced_gateway(&tracing_section(&receiver.grpc, "grpc", ""), "").await;
     let bad = format!("00-{}-{INBOUND_PARENT}-01", INBOUND_TRACE.to_uppercase());
     let (status, _, _) = call(
         gw.api_addr,
@@ -325,12 +331,11 @@ async fn sampling_is_parent_based_and_unsampled_requests_still_propagate() {
     let Some(receiver) = Receiver::start(&[]) else {
         return;
     };
-    let upstream = mock().await;
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
-        tracing_section(&receiver.http, "http/protobuf", "  sampling_ratio: 0.0\n")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let (upstream, gw) = traced_gateway(
+        &tracing_section(&receiver.http, "http/protobuf", "  sampling_ratio: 0.0\n"),
+        "",
+    )
+    .await;
     // Not sampled: a new trace at ratio 0, and a caller that did not sample.
     chat(&gw, r#"{"model":"m"}"#).await;
     let fresh = upstream.stats().last_request().unwrap();
@@ -381,12 +386,11 @@ async fn content_is_recorded_only_on_routes_that_opt_in() {
     let Some(receiver) = Receiver::start(&[]) else {
         return;
     };
-    let upstream = mock().await;
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n    trace_content: true\n",
-        tracing_section(&receiver.grpc, "grpc", "")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let (_upstream, gw) = traced_gateway(
+        &tracing_section(&receiver.grpc, "grpc", ""),
+        "    trace_content: true\n",
+    )
+    .await;
     for stream in [false, true] {
         let trace = if stream {
             "22222222222222222222222222222222"
@@ -473,17 +477,16 @@ async fn a_slow_collector_drops_spans_and_never_holds_requests() {
     let Some(receiver) = Receiver::start(&["--delay-ms", "60000"]) else {
         return;
     };
-    let upstream = mock().await;
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
-        tracing_section(
+    let (_upstream, gw) = traced_gateway(
+        &tracing_section(
             &receiver.grpc,
             "grpc",
-            "  queue_size: 1\n  max_batch_spans: 4\n"
+            "  queue_size: 1\n  max_batch_spans: 4\n",
         )
-        .replace("timeout: 2s", "timeout: 120s")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+        .replace("timeout: 2s", "timeout: 120s"),
+        "",
+    )
+    .await;
     for _ in 0..20 {
         let (status, _, _) = chat(&gw, r#"{"model":"m"}"#).await;
         assert_eq!(status, StatusCode::OK);
@@ -507,12 +510,8 @@ async fn an_absent_collector_costs_spans_not_requests() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let upstream = mock().await;
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
-        tracing_section(&endpoint, "http/protobuf", "")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let (_upstream, gw) =
+        traced_gateway(&tracing_section(&endpoint, "http/protobuf", ""), "").await;
     for _ in 0..5 {
         let (status, _, _) = chat(&gw, r#"{"model":"m"}"#).await;
         assert_eq!(status, StatusCode::OK);
@@ -540,14 +539,13 @@ async fn spans_still_queued_at_shutdown_are_sent_before_the_gateway_stops() {
     let Some(receiver) = Receiver::start(&[]) else {
         return;
     };
-    let upstream = mock().await;
     // Nothing would be exported for a minute: only the shutdown can send these spans.
-    let extra = format!(
-        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n",
-        tracing_section(&receiver.http, "http/protobuf", "")
-            .replace("export_interval: 20ms", "export_interval: 60s")
-    );
-    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let (_upstream, gw) = traced_gateway(
+        &tracing_section(&receiver.http, "http/protobuf", "")
+            .replace("export_interval: 20ms", "export_interval: 60s"),
+        "",
+    )
+    .await;
     let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
     let (status, _, _) = call(
         gw.api_addr,

@@ -205,7 +205,7 @@ where
         let in_flight = self.metrics.request_started();
         let trace = match &self.tracer {
             Some(tracer) => tracer.context(http.headers()),
-            None => TraceContext::from_headers(http.headers(), 0.0),
+            None => TraceContext::passthrough(http.headers()),
         };
         let exchange = Arc::new(Exchange::traced(
             http.method().clone(),

@@ -80,6 +80,22 @@ impl TraceContext {
         }
     }
 
+    /// The context of an inbound request while tracing is off: the caller's trace, to pass
+    /// upstream, and nothing made up (no ids drawn when there is none).
+    pub fn passthrough(headers: &HeaderMap) -> TraceContext {
+        if !headers.contains_key(http::header::HeaderName::from_static("traceparent")) {
+            return TraceContext {
+                trace_id: 0,
+                remote_parent: None,
+                server_span: 0,
+                sampled: false,
+                flags: 0,
+                tracestate: None,
+            };
+        }
+        Self::from_headers(headers, 0.0)
+    }
+
     /// The `traceparent` value for an upstream request whose parent is span `parent`.
     pub fn traceparent(&self, parent: u64) -> [u8; 55] {
         format_traceparent(self.trace_id, parent, self.flags)
@@ -315,6 +331,20 @@ mod tests {
             std::str::from_utf8(&upstream).unwrap(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01"
         );
+    }
+
+    #[test]
+    fn with_tracing_off_only_a_callers_trace_is_kept() {
+        let ctx = TraceContext::passthrough(&HeaderMap::new());
+        assert_eq!(
+            (ctx.trace_id, ctx.remote_parent, ctx.sampled),
+            (0, None, false)
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", VALID.parse().unwrap());
+        let ctx = TraceContext::passthrough(&headers);
+        assert_eq!(ctx.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(ctx.remote_parent, Some(0x00f067aa0ba902b7));
     }
 
     #[test]
