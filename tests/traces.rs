@@ -573,3 +573,38 @@ async fn spans_still_queued_at_shutdown_are_sent_before_the_gateway_stops() {
         "sent and acknowledged before the gateway stopped"
     );
 }
+
+#[tokio::test]
+async fn a_shadow_copy_is_traced_under_the_primary_request() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    versions:\n      live: {{provider: mock}}\n      candidate: {{provider: mock, upstream_model: next, shadow: 1.0}}\n",
+        tracing_section(&receiver.grpc, "grpc", "")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m","stream":true,"temperature":0.5}"#,
+            &[("traceparent", &parent)],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // SERVER, auth, route and the live CLIENT span; the shadow's own span and its CLIENT span.
+    let spans = receiver.spans_of(INBOUND_TRACE, 6);
+    let server = by_name(&spans, "POST /v1/chat/completions");
+    let shadow = by_name(&spans, "tollgate.shadow");
+    let copy = by_name(&spans, "chat next");
+    assert_eq!(shadow["kind"], "INTERNAL");
+    assert_eq!(shadow["parent_span_id"], server["span_id"]);
+    assert_eq!(copy["parent_span_id"], shadow["span_id"]);
+    assert_eq!(copy["attributes"]["tollgate.route.version"], "candidate");
+    assert_eq!(copy["attributes"]["gen_ai.request.stream"], true);
+    assert_eq!(copy["attributes"]["gen_ai.request.temperature"], 0.5);
+}

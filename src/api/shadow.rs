@@ -76,6 +76,8 @@ pub fn mirror(
                 limits: &limits,
             };
             let version = &route.versions[index];
+            // The copy's span reports what it sent, like the primary's.
+            exchange.record_request(fields.span_params(stream, &version.defaults));
             match super::attempt(&exchange, version, &request).await {
                 Ok(response) => {
                     let status = response.status().as_u16();
