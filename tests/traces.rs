@@ -152,6 +152,13 @@ async fn exported_at_least(metrics: &tollgate::telemetry::metrics::Metrics, n: u
     }
 }
 
+/// Sends a chat request with `headers` and checks it was answered 200; its body.
+async fn chat_ok(gw: &Gateway, body: &str, headers: &[(&str, &str)]) -> String {
+    let (status, _, answer) = call(gw.api_addr, post("/v1/chat/completions", body, headers)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
 /// A mock upstream and a gateway with `tracing` (a whole `tracing:` section) and one open
 /// route `m` to the mock, with `route_extra` lines under it.
 async fn traced_gateway(tracing: &str, route_extra: &str) -> (MockServer, Gateway) {
@@ -190,16 +197,12 @@ async fn spans_reach_a_real_receiver_over_grpc_and_http_with_genai_attributes() 
         .await;
         let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
         let body = r#"{"model":"m","stream":true,"temperature":0.5,"max_tokens":64,"messages":[{"role":"user","content":"secret prompt"}]}"#;
-        let (status, _, _) = call(
-            gw.api_addr,
-            post(
-                "/v1/chat/completions",
-                body,
-                &[("traceparent", &parent), ("tracestate", INBOUND_STATE)],
-            ),
+        chat_ok(
+            &gw,
+            body,
+            &[("traceparent", &parent), ("tracestate", INBOUND_STATE)],
         )
         .await;
-        assert_eq!(status, StatusCode::OK);
 
         let spans = receiver.spans_of(INBOUND_TRACE, 4);
         let server = by_name(&spans, "POST /v1/chat/completions");
@@ -300,16 +303,12 @@ async fn an_invalid_traceparent_starts_a_new_trace_without_its_state() {
     };
     let (upstream, gw) = traced_gateway(&tracing_section(&receiver.grpc, "grpc", ""), "").await;
     let bad = format!("00-{}-{INBOUND_PARENT}-01", INBOUND_TRACE.to_uppercase());
-    let (status, _, _) = call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m"}"#,
-            &[("traceparent", &bad), ("tracestate", INBOUND_STATE)],
-        ),
+    chat_ok(
+        &gw,
+        r#"{"model":"m"}"#,
+        &[("traceparent", &bad), ("tracestate", INBOUND_STATE)],
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
     let sent = upstream.stats().last_request().unwrap();
     let upstream_parent = sent.headers["traceparent"].to_str().unwrap().to_owned();
     assert!(sent.headers.get("tracestate").is_none());
@@ -343,15 +342,7 @@ async fn sampling_is_parent_based_and_unsampled_requests_still_propagate() {
     assert!(fresh.ends_with("-00"), "{fresh}");
     let unsampled_trace = "11111111111111111111111111111111";
     let unsampled = traceparent(unsampled_trace, INBOUND_PARENT, "00");
-    call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m"}"#,
-            &[("traceparent", &unsampled)],
-        ),
-    )
-    .await;
+    chat_ok(&gw, r#"{"model":"m"}"#, &[("traceparent", &unsampled)]).await;
     let sent = upstream.stats().last_request().unwrap();
     let sent = sent.headers["traceparent"].to_str().unwrap().to_owned();
     assert!(sent.starts_with(&format!("00-{unsampled_trace}-")) && sent.ends_with("-00"));
@@ -363,15 +354,7 @@ async fn sampling_is_parent_based_and_unsampled_requests_still_propagate() {
     // A caller that sampled is followed, whatever the ratio; what arrives before its spans
     // shows that nothing was exported for the two requests before it.
     let sampled = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
-    call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m"}"#,
-            &[("traceparent", &sampled)],
-        ),
-    )
-    .await;
+    chat_ok(&gw, r#"{"model":"m"}"#, &[("traceparent", &sampled)]).await;
     let spans = receiver.spans_until(INBOUND_TRACE);
     assert!(
         spans.iter().all(|s| s["trace_id"] == INBOUND_TRACE),
@@ -401,12 +384,7 @@ async fn content_is_recorded_only_on_routes_that_opt_in() {
         let body = format!(
             r#"{{"model":"m","stream":{stream},"messages":[{{"role":"user","content":"tell me"}}]}}"#
         );
-        let (status, _, answer) = call(
-            gw.api_addr,
-            post("/v1/chat/completions", &body, &[("traceparent", &parent)]),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
+        let answer = chat_ok(&gw, &body, &[("traceparent", &parent)]).await;
         let spans = receiver.spans_of(trace, 4);
         let attributes = &by_name(&spans, "chat m")["attributes"];
         let input: Value =
@@ -445,16 +423,7 @@ async fn retries_show_as_one_client_span_per_attempt() {
     let yaml = config(&broken.base_url(), &extra);
     let gw = gateway(&yaml).await;
     let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
-    let (status, _, _) = call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m"}"#,
-            &[("traceparent", &parent)],
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    chat_ok(&gw, r#"{"model":"m"}"#, &[("traceparent", &parent)]).await;
     let spans = receiver.spans_of(INBOUND_TRACE, 5);
     let mut clients: Vec<&Value> = spans.iter().filter(|s| s["kind"] == "CLIENT").collect();
     clients.sort_by_key(|s| s["attributes"]["tollgate.attempt"].as_i64());
@@ -547,16 +516,7 @@ async fn spans_still_queued_at_shutdown_are_sent_before_the_gateway_stops() {
     )
     .await;
     let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
-    let (status, _, _) = call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m"}"#,
-            &[("traceparent", &parent)],
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    chat_ok(&gw, r#"{"model":"m"}"#, &[("traceparent", &parent)]).await;
     let metrics = gw.shared.metrics.clone();
     // The exporter is woken by the shutdown, not left to its minute-long interval.
     tokio::time::timeout(WAIT, gw.shutdown())
@@ -586,16 +546,12 @@ async fn a_shadow_copy_is_traced_under_the_primary_request() {
     );
     let gw = gateway(&config(&upstream.base_url(), &extra)).await;
     let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
-    let (status, _, _) = call(
-        gw.api_addr,
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":true,"temperature":0.5}"#,
-            &[("traceparent", &parent)],
-        ),
+    chat_ok(
+        &gw,
+        r#"{"model":"m","stream":true,"temperature":0.5}"#,
+        &[("traceparent", &parent)],
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
     // SERVER, auth, route and the live CLIENT span; the shadow's own span and its CLIENT span.
     let spans = receiver.spans_of(INBOUND_TRACE, 6);
     let server = by_name(&spans, "POST /v1/chat/completions");
