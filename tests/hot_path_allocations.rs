@@ -69,3 +69,73 @@ fn recording_request_metrics_does_not_allocate() {
         "{text}"
     );
 }
+
+/// A sampled request: its steps and attempt recorded, its answer's id and model kept, its
+/// spans encoded into the export queue. Once the queue's buffers have grown (the first
+/// batches), none of it allocates.
+#[test]
+fn recording_and_encoding_a_sampled_request_does_not_allocate() {
+    use tollgate::telemetry::trace::{StepKind, Tracer, lock_shard};
+    use tollgate::upstream::openai_view::AnswerView;
+
+    let yaml = format!(
+        "{YAML}tracing:\n  otlp:\n    endpoint: http://127.0.0.1:9\n  sampling_ratio: 1.0\n"
+    );
+    let config = Config::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Arc::new(tollgate::snapshot::compile(&config, &yaml, &metrics).unwrap());
+    let (tracer, _exporter) = Tracer::new(config.tracing.as_ref().unwrap(), 1, metrics).unwrap();
+    let answer = br#"{"id":"chatcmpl-9a8b7c6d5e","model":"llama-3.1-8b-instruct","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+    let view = AnswerView::parse(answer).unwrap();
+    const REQUESTS: usize = 200;
+    let exchanges: Vec<Exchange> = (0..2 * REQUESTS)
+        .map(|_| {
+            let exchange = Exchange::traced(
+                Method::POST,
+                "/v1/chat/completions",
+                tracer.context(&HeaderMap::new()),
+                Some(&tracer),
+            );
+            exchange.snapshot.set(snapshot.clone()).unwrap();
+            exchange.tenant.set(snapshot.anonymous.clone()).unwrap();
+            exchange.route.set(snapshot.routes["m"].clone()).unwrap();
+            exchange.operation.set(Operation::Chat).unwrap();
+            exchange
+        })
+        .collect();
+    let mut stats: Vec<ExchangeStats> = exchanges
+        .iter()
+        .map(|exchange| ExchangeStats::for_exchange(exchange, false))
+        .collect();
+    let run = |exchange: &Exchange, stats: &mut ExchangeStats| {
+        exchange.step(StepKind::Auth, 0, false);
+        exchange.step(StepKind::Route, 100, false);
+        exchange.start_attempt(0);
+        exchange.attempt_endpoint(0);
+        stats.capture_from(&view);
+        stats.upstream_status = Some(200);
+        tollgate::telemetry::access_log::submit_spans(exchange, 200, stats, true);
+    };
+    // The first half grows the queue's buffers; emptied, they keep their capacity.
+    for (exchange, stats) in exchanges[..REQUESTS].iter().zip(&mut stats[..REQUESTS]) {
+        run(exchange, stats);
+    }
+    let shard_bytes = lock_shard(&tracer.shards()[0]).bytes.len();
+    assert!(shard_bytes > 1000 * REQUESTS, "{shard_bytes}");
+    lock_shard(&tracer.shards()[0]).clear();
+    let info = allocation_counter::measure(|| {
+        for (exchange, stats) in exchanges[REQUESTS..].iter().zip(&mut stats[REQUESTS..]) {
+            run(exchange, stats);
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+    // And it recorded: every request's four spans are queued, ids included.
+    let shard = lock_shard(&tracer.shards()[0]);
+    assert_eq!(shard.spans, 4 * REQUESTS);
+    assert_eq!(shard.bytes.len(), shard_bytes);
+    let id = b"chatcmpl-9a8b7c6d5e";
+    assert_eq!(
+        shard.bytes.windows(id.len()).filter(|w| w == id).count(),
+        REQUESTS
+    );
+}

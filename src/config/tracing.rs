@@ -22,6 +22,10 @@ pub struct TracingConfig {
     /// Most spans in one export call.
     #[serde(default = "default_batch")]
     pub max_batch_spans: usize,
+    /// Most bytes of spans in one export call: collectors refuse larger messages (4 MiB by
+    /// default for gRPC), and spans that carry prompts and answers are large.
+    #[serde(default = "default_batch_bytes")]
+    pub max_batch_bytes: usize,
     /// Longest a finished span waits before it is exported.
     #[serde(default = "default_interval")]
     pub export_interval: ConfigDuration,
@@ -71,6 +75,10 @@ fn default_queue() -> usize {
 
 fn default_batch() -> usize {
     512
+}
+
+fn default_batch_bytes() -> usize {
+    3 * 1024 * 1024
 }
 
 fn default_interval() -> ConfigDuration {

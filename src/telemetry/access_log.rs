@@ -20,6 +20,7 @@ use crate::telemetry::metrics::{InFlightRequest, Metrics, Operation};
 use crate::telemetry::trace::context::trace_id_hex;
 use crate::telemetry::trace::{AnswerFacts, Finished, TraceContext, Tracer};
 use crate::upstream::stats::ExchangeStats;
+use crate::upstream::stats::ShortText;
 
 /// The tracing target of access-log lines, so they can be filtered or routed on their own.
 pub const TARGET: &str = "tollgate::access";
@@ -88,8 +89,8 @@ pub fn submit_spans(exchange: &Exchange, status: u16, stats: &ExchangeStats, com
             ttft: stats.ttft,
             usage: stats.usage,
             finish_reason: stats.finish_reason.as_ref(),
-            response_id: stats.response_id.as_deref(),
-            response_model: stats.response_model.as_deref(),
+            response_id: stats.response_id.as_ref().map(ShortText::as_str),
+            response_model: stats.response_model.as_ref().map(ShortText::as_str),
             output: stats.output.as_deref(),
             completed,
         },

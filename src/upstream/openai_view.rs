@@ -91,11 +91,16 @@ pub struct AnswerView<'a> {
     pub error: Option<&'a serde_json::value::RawValue>,
 }
 
-/// A raw JSON string as text (`None` if it is not a string).
-pub fn raw_str(raw: &RawValue) -> Option<Box<str>> {
-    serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get())
-        .ok()
-        .map(|s| s.into())
+/// A raw JSON string as text (`None` if it is not a string). Borrowed when it has no
+/// escapes, which ids and model names never do: the parser already checked the rest.
+pub fn raw_str(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let text = raw.get();
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<std::borrow::Cow<'_, str>>(text).ok()
 }
 
 /// The text of a raw content holder: a `text` string, or the `content` string of a `delta`
@@ -186,6 +191,18 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChoicesView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn raw_strings_are_borrowed_unless_escaped() {
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let plain = raw(r#""chatcmpl-1""#);
+        assert!(matches!(raw_str(&plain), Some(Cow::Borrowed("chatcmpl-1"))));
+        let escaped = raw(r#""a\"b\u00e9""#);
+        assert_eq!(raw_str(&escaped).as_deref(), Some("a\"bé"));
+        assert_eq!(raw_str(&raw("12")), None);
+        assert_eq!(raw_str(&raw(r#""""#)).as_deref(), Some(""));
+    }
 
     #[test]
     fn reads_content_chunk() {

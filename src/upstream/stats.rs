@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::error::ErrorKind;
 use crate::exchange::Exchange;
 use crate::upstream::openai_view::{AnswerView, FinishReason, Usage, content_text, raw_str};
@@ -27,10 +29,26 @@ pub struct ExchangeStats {
     pub upstream_error_event: bool,
     /// What to keep for spans; nothing unless the request is traced.
     pub capture: Capture,
-    pub response_id: Option<Box<str>>,
-    pub response_model: Option<Box<str>>,
+    pub response_id: Option<ShortText>,
+    pub response_model: Option<ShortText>,
     /// The answer text (routes that record content), at most [`MAX_CAPTURED_OUTPUT`] bytes.
     pub output: Option<String>,
+}
+
+/// A short answer field kept for a span (response id, model name): inline when it fits, as
+/// ids and model names do, so a traced request does not allocate for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShortText(SmallVec<[u8; 56]>);
+
+impl ShortText {
+    pub fn new(text: &str) -> Self {
+        ShortText(SmallVec::from_slice(text.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always valid: the bytes came from a `str`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// What a traced request keeps of its answer.
@@ -71,10 +89,10 @@ impl ExchangeStats {
             return;
         }
         if self.response_id.is_none() {
-            self.response_id = view.id.and_then(raw_str);
+            self.response_id = view.id.and_then(raw_str).map(|s| ShortText::new(&s));
         }
         if self.response_model.is_none() {
-            self.response_model = view.model.and_then(raw_str);
+            self.response_model = view.model.and_then(raw_str).map(|s| ShortText::new(&s));
         }
         if self.capture.content
             && let Some(text) = view.choices.content.and_then(content_text)

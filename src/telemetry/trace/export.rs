@@ -46,6 +46,7 @@ pub struct Exporter {
     resource: Vec<u8>,
     scope: Vec<u8>,
     max_batch_spans: usize,
+    max_batch_bytes: usize,
     interval: Duration,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -117,6 +118,7 @@ impl Exporter {
             resource: resource(&config.service_name),
             scope: scope(),
             max_batch_spans: config.max_batch_spans,
+            max_batch_bytes: config.max_batch_bytes,
             interval: config.export_interval.0,
             timeout: otlp.timeout.0,
             metrics,
@@ -160,7 +162,7 @@ impl Exporter {
     /// [`EXPORTS_IN_FLIGHT`] at a time: a collector that answers slowly is not also made to
     /// wait for one batch after the other.
     async fn export_shard(&self, shard: &Shard) {
-        let batches = batches(&shard.requests, self.max_batch_spans);
+        let batches = batches(&shard.requests, self.max_batch_spans, self.max_batch_bytes);
         futures_util::stream::iter(batches)
             .for_each_concurrent(EXPORTS_IN_FLIGHT, |(range, spans)| {
                 self.export(&shard.bytes[range], spans)
@@ -210,13 +212,18 @@ impl Exporter {
     }
 }
 
-/// Cuts requests' spans (their end offsets and counts) into batches of at most `max` spans;
-/// a request's spans are never split, so one request with more than `max` goes alone.
-fn batches(requests: &[(usize, usize)], max: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+/// Cuts requests' spans (their end offsets and counts) into batches of at most `max` spans
+/// and `max_bytes` bytes; a request's spans are never split, so one request with more than
+/// either goes alone.
+fn batches(
+    requests: &[(usize, usize)],
+    max: usize,
+    max_bytes: usize,
+) -> Vec<(std::ops::Range<usize>, usize)> {
     let mut batches = Vec::new();
     let (mut start, mut end, mut spans) = (0usize, 0usize, 0usize);
     for &(request_end, count) in requests {
-        if spans > 0 && spans + count > max {
+        if spans > 0 && (spans + count > max || request_end - start > max_bytes) {
             batches.push((start..end, spans));
             (start, spans) = (end, 0);
         }
@@ -326,10 +333,20 @@ mod tests {
         // Four requests of 4, 4, 5 and 9 spans, ending at byte 10, 20, 30 and 40.
         let requests = [(10, 4), (20, 4), (30, 5), (40, 9)];
         assert_eq!(
-            batches(&requests, 8),
+            batches(&requests, 8, 1000),
             vec![(0..20, 8), (20..30, 5), (30..40, 9)]
         );
-        assert_eq!(batches(&requests, 100), vec![(0..40, 22)]);
-        assert_eq!(batches(&[], 8), vec![]);
+        assert_eq!(batches(&requests, 100, 1000), vec![(0..40, 22)]);
+        assert_eq!(batches(&[], 8, 1000), vec![]);
+    }
+
+    #[test]
+    fn batches_hold_at_most_max_bytes_and_a_larger_request_goes_alone() {
+        // Requests of 10, 10, 25 and 5 bytes; at most 20 bytes a batch.
+        let requests = [(10, 4), (20, 4), (45, 4), (50, 4)];
+        assert_eq!(
+            batches(&requests, 100, 20),
+            vec![(0..20, 8), (20..45, 4), (45..50, 4)]
+        );
     }
 }

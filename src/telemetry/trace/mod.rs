@@ -83,8 +83,9 @@ pub struct Tracer {
     shards: Shards,
     /// Requests a shard holds at most; more are dropped and counted.
     shard_requests: usize,
-    /// Spans in a shard that wake the exporter early.
+    /// Spans, or bytes, in a shard that wake the exporter early: a full batch.
     wake_spans: usize,
+    wake_bytes: usize,
     wake: Arc<Notify>,
     /// Set when the tracer is gone, before the exporter is woken for the last time.
     closed: Arc<AtomicBool>,
@@ -111,8 +112,10 @@ impl Tracer {
         if !(0.0..=1.0).contains(&config.sampling_ratio) {
             return Err("tracing.sampling_ratio: a fraction between 0 and 1".into());
         }
-        if config.queue_size == 0 || config.max_batch_spans == 0 {
-            return Err("tracing.queue_size and tracing.max_batch_spans must be above 0".into());
+        if config.queue_size == 0 || config.max_batch_spans == 0 || config.max_batch_bytes == 0 {
+            return Err(
+                "tracing.queue_size, max_batch_spans and max_batch_bytes must be above 0".into(),
+            );
         }
         if config.export_interval.0.is_zero() || config.otlp.timeout.0.is_zero() {
             return Err("tracing.export_interval and tracing.otlp.timeout must be above 0".into());
@@ -133,11 +136,17 @@ impl Tracer {
             shards,
             shard_requests: config.queue_size.div_ceil(workers),
             wake_spans: config.max_batch_spans,
+            wake_bytes: config.max_batch_bytes,
             wake,
             closed,
             metrics,
         });
         Ok((tracer, exporter))
+    }
+
+    /// The export queue: one shard per worker.
+    pub fn shards(&self) -> &Shards {
+        &self.shards
     }
 
     /// The trace context of an inbound request.
@@ -162,7 +171,7 @@ impl Tracer {
         let end = shard.bytes.len();
         shard.requests.push((end, count));
         shard.spans += count;
-        if shard.spans >= self.wake_spans {
+        if shard.spans >= self.wake_spans || end >= self.wake_bytes {
             self.wake.notify_one();
         }
     }
@@ -190,6 +199,9 @@ mod tests {
         let otlp = "  otlp:\n    endpoint: http://127.0.0.1:4317\n";
         assert!(tracer_error(&format!("{otlp}  sampling_ratio: 1.5\n")).contains("sampling_ratio"));
         assert!(tracer_error(&format!("{otlp}  queue_size: 0\n")).contains("queue_size"));
+        assert!(
+            tracer_error(&format!("{otlp}  max_batch_bytes: 0\n")).contains("max_batch_bytes")
+        );
         assert!(
             tracer_error(&format!("{otlp}  export_interval: 0ms\n")).contains("export_interval")
         );

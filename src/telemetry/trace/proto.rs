@@ -7,52 +7,133 @@ const FIXED64: u8 = 1;
 const LEN: u8 = 2;
 const FIXED32: u8 = 5;
 
-fn key(buf: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(buf, u64::from(field << 3 | u32::from(wire)));
+/// Small fields (keys, lengths, scalars) gathered eight bytes at a time in a register and
+/// appended a word at a time; whatever is left goes out when the head is dropped.
+///
+/// Why not bytes pushed one by one, or a byte array on the stack: pushes check capacity per
+/// byte, a copy of the array's used length is a call to `memcpy`, and a whole-array copy
+/// reads back bytes just stored one at a time, which stalls the load. Those were most of
+/// what encoding a span cost.
+struct Head<'a> {
+    buf: &'a mut Vec<u8>,
+    word: u64,
+    len: u32,
 }
 
-pub fn varint(buf: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        buf.push((value as u8) | 0x80);
-        value >>= 7;
+impl<'a> Head<'a> {
+    #[inline]
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        Head {
+            buf,
+            word: 0,
+            len: 0,
+        }
     }
-    buf.push(value as u8);
+
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        if self.len == 8 {
+            self.flush();
+        }
+        self.word |= u64::from(byte) << (8 * self.len);
+        self.len += 1;
+    }
+
+    #[inline]
+    fn varint(&mut self, mut value: u64) -> &mut Self {
+        while value >= 0x80 {
+            self.byte((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+        self
+    }
+
+    #[inline]
+    fn key(&mut self, field: u32, wire: u8) -> &mut Self {
+        self.varint(u64::from(field << 3 | u32::from(wire)))
+    }
+
+    /// Eight bytes after the gathered ones, as they are (a fixed64 field's value).
+    #[inline]
+    fn fixed(&mut self, bytes: [u8; 8]) -> &mut Self {
+        self.flush();
+        self.buf.extend_from_slice(&bytes);
+        self
+    }
+
+    /// Appends the whole word and cuts off what is not used: a copy of known size.
+    #[inline]
+    fn flush(&mut self) {
+        let end = self.buf.len() + self.len as usize;
+        self.buf.extend_from_slice(&self.word.to_le_bytes());
+        self.buf.truncate(end);
+        self.word = 0;
+        self.len = 0;
+    }
 }
 
+impl Drop for Head<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[inline]
+fn key(buf: &mut Vec<u8>, field: u32, wire: u8) {
+    Head::new(buf).key(field, wire);
+}
+
+#[inline]
+pub fn varint(buf: &mut Vec<u8>, value: u64) {
+    Head::new(buf).varint(value);
+}
+
+#[inline]
 pub fn varint_field(buf: &mut Vec<u8>, field: u32, value: u64) {
-    key(buf, field, VARINT);
-    varint(buf, value);
+    Head::new(buf).key(field, VARINT).varint(value);
 }
 
+#[inline]
 pub fn fixed64_field(buf: &mut Vec<u8>, field: u32, value: u64) {
-    key(buf, field, FIXED64);
-    buf.extend_from_slice(&value.to_le_bytes());
+    Head::new(buf)
+        .key(field, FIXED64)
+        .fixed(value.to_le_bytes());
 }
 
+#[inline]
 pub fn fixed32_field(buf: &mut Vec<u8>, field: u32, value: u32) {
-    key(buf, field, FIXED32);
-    buf.extend_from_slice(&value.to_le_bytes());
+    let mut head = Head::new(buf);
+    head.key(field, FIXED32);
+    for byte in value.to_le_bytes() {
+        head.byte(byte);
+    }
 }
 
+#[inline]
 pub fn bytes_field(buf: &mut Vec<u8>, field: u32, value: &[u8]) {
-    bytes_field_parts(buf, field, &[value]);
+    Head::new(buf).key(field, LEN).varint(value.len() as u64);
+    buf.extend_from_slice(value);
 }
 
 /// A bytes or string field made of `parts` back to back (a span name from its pieces).
 pub fn bytes_field_parts(buf: &mut Vec<u8>, field: u32, parts: &[&[u8]]) {
-    key(buf, field, LEN);
-    varint(buf, parts.iter().map(|p| p.len() as u64).sum());
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    Head::new(buf).key(field, LEN).varint(len as u64);
     for part in parts {
         buf.extend_from_slice(part);
     }
 }
 
 /// Bytes a varint of `value` takes.
+#[inline]
 fn varint_len(value: u64) -> u64 {
     u64::from((64 - (value | 1).leading_zeros()).div_ceil(7))
 }
 
 /// Bytes a length-delimited field with `len` bytes of content takes (one-byte key).
+#[inline]
 fn len_field(len: u64) -> u64 {
     1 + varint_len(len) + len
 }
@@ -64,30 +145,79 @@ pub fn field_len(len: usize) -> usize {
 
 /// The key and length of a length-delimited field whose `len` bytes the caller writes next.
 pub fn len_prefix(buf: &mut Vec<u8>, field: u32, len: usize) {
-    key(buf, field, LEN);
-    varint(buf, len as u64);
+    Head::new(buf).key(field, LEN).varint(len as u64);
 }
 
-/// A nested message: `write` appends its fields, then the length goes in front of them
-/// (the fields move right by the length's few bytes). For messages whose size is not
-/// known before writing them; attributes compute theirs instead.
+/// A nested message: `write` appends its fields, then its length goes in front of them.
+/// For messages whose size is not known before writing them (spans); attributes compute
+/// theirs instead.
+///
+/// Two bytes are kept for the length, which is what a span takes (128 to 16383 bytes), so
+/// usually nothing moves; a shorter or longer message is shifted to fit its length.
 pub fn message(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    const KEPT: usize = 2;
     key(buf, field, LEN);
-    let start = buf.len();
+    let slot = buf.len();
+    buf.extend_from_slice(&[0; KEPT]);
     write(buf);
+    let start = slot + KEPT;
     let len = buf.len() - start;
-    let mut prefix = [0u8; 10];
-    let mut n = 0;
+    let mut prefix_bytes = [0u8; 10];
+    let mut prefix_len = 0;
     let mut value = len as u64;
     while value >= 0x80 {
-        prefix[n] = (value as u8) | 0x80;
+        prefix_bytes[prefix_len] = (value as u8) | 0x80;
         value >>= 7;
-        n += 1;
+        prefix_len += 1;
     }
-    prefix[n] = value as u8;
-    buf.splice(start..start, prefix[..=n].iter().copied());
+    prefix_bytes[prefix_len] = value as u8;
+    prefix_len += 1;
+    let prefix = &prefix_bytes[..prefix_len];
+    if prefix.len() > KEPT {
+        buf.extend_from_slice(&prefix[KEPT..]);
+    }
+    if prefix.len() != KEPT {
+        buf.copy_within(start..start + len, slot + prefix.len());
+        buf.truncate(slot + prefix.len() + len);
+    }
+    buf[slot..slot + prefix.len()].copy_from_slice(prefix);
 }
 
+/// Room for an attribute's framed key: the longest GenAI attribute names are under 40
+/// bytes.
+const KEY_ROOM: usize = 48;
+
+/// An attribute's key as written in a `KeyValue` (tag, length, name), framed when the
+/// program is compiled and padded to a fixed size, so writing it is one copy of known size.
+/// Names are constants; see [`attribute_with`].
+pub struct AttrKey {
+    framed: [u8; KEY_ROOM],
+    len: usize,
+}
+
+impl AttrKey {
+    /// Frames `name`; a name too long for [`KEY_ROOM`] fails the build (it is evaluated in
+    /// a constant).
+    pub const fn new(name: &str) -> AttrKey {
+        let bytes = name.as_bytes();
+        assert!(
+            bytes.len() + 2 <= KEY_ROOM,
+            "attribute name too long for AttrKey"
+        );
+        let mut framed = [0u8; KEY_ROOM];
+        framed[0] = 1 << 3 | LEN;
+        framed[1] = bytes.len() as u8;
+        let mut i = 0;
+        while i < bytes.len() {
+            framed[i + 2] = bytes[i];
+            i += 1;
+        }
+        AttrKey {
+            framed,
+            len: bytes.len() + 2,
+        }
+    }
+}
 /// An attribute value (`opentelemetry.proto.common.v1.AnyValue`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<'a> {
@@ -98,19 +228,71 @@ pub enum Value<'a> {
     StrArray(&'a [&'a str]),
 }
 
-/// Writes one `KeyValue` as field `field` of the enclosing message. Sizes are computed
-/// first, so nothing is written twice or moved.
+/// Writes one `KeyValue` as field `field` of the enclosing message, for a name known only
+/// at run time (what the config names, encoded when it compiles). Sizes are computed first,
+/// so nothing is written twice or moved.
 pub fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: &Value<'_>) {
     let any = any_value_len(value);
-    key(buf, field, LEN);
-    varint(buf, len_field(name.len() as u64) + len_field(any));
-    bytes_field(buf, 1, name.as_bytes());
-    key(buf, 2, LEN);
-    varint(buf, any);
-    any_value(buf, value);
+    Head::new(buf)
+        .key(field, LEN)
+        .varint(len_field(name.len() as u64) + len_field(any))
+        .key(1, LEN)
+        .varint(name.len() as u64);
+    buf.extend_from_slice(name.as_bytes());
+    any_value(buf, value, any);
+}
+
+/// [`attribute`] for a key framed in advance: what every span attribute uses.
+#[inline]
+pub fn attribute_with(buf: &mut Vec<u8>, field: u32, key: &AttrKey, value: &Value<'_>) {
+    let any = any_value_len(value);
+    Head::new(buf)
+        .key(field, LEN)
+        .varint(key.len as u64 + len_field(any));
+    let end = buf.len() + key.len;
+    buf.extend_from_slice(&key.framed);
+    buf.truncate(end);
+    any_value(buf, value, any);
+}
+
+/// `KeyValue.value`: an `AnyValue` of `any` bytes. Scalars go out with their framing in
+/// one word; strings take a copy of their own.
+#[inline]
+fn any_value(buf: &mut Vec<u8>, value: &Value<'_>, any: u64) {
+    let mut head = Head::new(buf);
+    head.key(2, LEN).varint(any);
+    match value {
+        Value::Str(s) => {
+            head.key(1, LEN).varint(s.len() as u64);
+            drop(head);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Value::Bool(b) => {
+            head.key(2, VARINT).varint(u64::from(*b));
+        }
+        Value::Int(i) => {
+            head.key(3, VARINT).varint(*i as u64);
+        }
+        Value::Double(d) => {
+            head.key(4, FIXED64).fixed(d.to_bits().to_le_bytes());
+        }
+        Value::StrArray(items) => {
+            head.key(5, LEN).varint(string_array_len(items));
+            drop(head);
+            for item in items.iter() {
+                Head::new(buf)
+                    .key(1, LEN)
+                    .varint(len_field(item.len() as u64))
+                    .key(1, LEN)
+                    .varint(item.len() as u64);
+                buf.extend_from_slice(item.as_bytes());
+            }
+        }
+    }
 }
 
 /// Size of an `AnyValue` message holding `value`.
+#[inline]
 fn any_value_len(value: &Value<'_>) -> u64 {
     match value {
         Value::Str(s) => len_field(s.len() as u64),
@@ -127,24 +309,6 @@ fn string_array_len(items: &[&str]) -> u64 {
         .iter()
         .map(|item| len_field(len_field(item.len() as u64)))
         .sum()
-}
-
-fn any_value(buf: &mut Vec<u8>, value: &Value<'_>) {
-    match value {
-        Value::Str(s) => bytes_field(buf, 1, s.as_bytes()),
-        Value::Bool(b) => varint_field(buf, 2, u64::from(*b)),
-        Value::Int(i) => varint_field(buf, 3, *i as u64),
-        Value::Double(d) => fixed64_field(buf, 4, d.to_bits()),
-        Value::StrArray(items) => {
-            key(buf, 5, LEN);
-            varint(buf, string_array_len(items));
-            for item in items.iter() {
-                key(buf, 1, LEN);
-                varint(buf, len_field(item.len() as u64));
-                bytes_field(buf, 1, item.as_bytes());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -172,12 +336,28 @@ mod tests {
 
     #[test]
     fn nested_messages_get_their_length_in_front() {
-        let mut buf = Vec::new();
+        let mut buf = vec![9u8];
         message(&mut buf, 2, |inner| bytes_field(inner, 1, &[7u8; 200]));
         // key(2, LEN) = 0x12; inner = key 0x0a, len 200 (2 bytes), 200 bytes => 203.
-        assert_eq!(&buf[..3], &[0x12, 0xcb, 0x01]);
-        assert_eq!(&buf[3..6], &[0x0a, 0xc8, 0x01]);
-        assert_eq!(buf.len(), 3 + 203);
+        assert_eq!(&buf[..4], &[9, 0x12, 0xcb, 0x01]);
+        assert_eq!(&buf[4..7], &[0x0a, 0xc8, 0x01]);
+        assert_eq!(buf.len(), 1 + 3 + 203);
+    }
+
+    #[test]
+    fn nested_messages_of_every_length_size_match_a_plain_prefix() {
+        // One-, two- and three-byte lengths: shorter and longer than the two bytes kept.
+        for size in [
+            0usize, 1, 125, 126, 127, 128, 16_380, 16_381, 16_382, 16_383, 40_000,
+        ] {
+            let content: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut written = vec![1u8, 2];
+            message(&mut written, 3, |inner| inner.extend_from_slice(&content));
+            let mut expected = vec![1u8, 2, 0x1a];
+            varint(&mut expected, size as u64);
+            expected.extend_from_slice(&content);
+            assert_eq!(written, expected, "{size}");
+        }
     }
 
     #[test]
@@ -206,10 +386,17 @@ mod tests {
                             message(array, 1, |v| bytes_field(v, 1, item.as_bytes()));
                         }
                     }),
-                    other => any_value(any, other),
+                    Value::Str(s) => bytes_field(any, 1, s.as_bytes()),
+                    Value::Bool(b) => varint_field(any, 2, u64::from(*b)),
+                    Value::Int(i) => varint_field(any, 3, *i as u64),
+                    Value::Double(d) => fixed64_field(any, 4, d.to_bits()),
                 });
             });
             assert_eq!(computed, nested, "{value:?}");
+            const KEY: AttrKey = AttrKey::new("gen_ai.some.attribute");
+            let mut framed = Vec::new();
+            attribute_with(&mut framed, 9, &KEY, value);
+            assert_eq!(framed, nested, "{value:?}");
         }
         for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX] {
             let mut buf = Vec::new();

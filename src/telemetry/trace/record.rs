@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::error::ErrorKind;
 use crate::upstream::openai_view::{FinishReason, Usage};
@@ -62,8 +63,9 @@ pub struct AttemptRecord {
 pub struct SpanLog {
     /// Wall-clock time of arrival; span times are this plus offsets.
     pub start_unix_nanos: u64,
-    pub steps: Vec<Step>,
-    pub attempts: Vec<AttemptRecord>,
+    /// Inline: a request's steps and (usually) its attempts take no allocation of their own.
+    pub steps: SmallVec<[Step; 4]>,
+    pub attempts: SmallVec<[AttemptRecord; 2]>,
     /// The request's prompt (`messages`, `prompt` or `input`), for routes that record content.
     pub input: Option<Bytes>,
     pub request: RequestParams,
@@ -83,8 +85,8 @@ impl SpanLog {
     pub fn new() -> Self {
         Self {
             start_unix_nanos: unix_nanos(SystemTime::now()),
-            steps: Vec::with_capacity(2),
-            attempts: Vec::with_capacity(1),
+            steps: SmallVec::new(),
+            attempts: SmallVec::new(),
             input: None,
             request: RequestParams::default(),
         }
@@ -101,8 +103,8 @@ impl Default for SpanLog {
     fn default() -> Self {
         Self {
             start_unix_nanos: 0,
-            steps: Vec::new(),
-            attempts: Vec::new(),
+            steps: SmallVec::new(),
+            attempts: SmallVec::new(),
             input: None,
             request: RequestParams::default(),
         }

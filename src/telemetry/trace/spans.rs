@@ -4,7 +4,8 @@
 use super::Finished;
 use super::content;
 use super::proto::{
-    self, Value, attribute, bytes_field, bytes_field_parts, fixed32_field, fixed64_field, message,
+    self, AttrKey, Value, attribute, bytes_field, bytes_field_parts, fixed32_field, fixed64_field,
+    message,
 };
 use super::record::{AttemptRecord, Step, StepKind};
 use crate::error::{ErrorKind, Fault};
@@ -101,8 +102,12 @@ fn error_status(span: &mut Vec<u8>, message_text: &str) {
     });
 }
 
-fn attr(span: &mut Vec<u8>, name: &str, value: Value<'_>) {
-    attribute(span, field::ATTRIBUTES, name, &value);
+/// Writes a span attribute named by a literal, its key framed when the program compiles.
+macro_rules! attr {
+    ($span:expr, $name:literal, $value:expr $(,)?) => {{
+        const KEY: AttrKey = AttrKey::new($name);
+        proto::attribute_with($span, field::ATTRIBUTES, &KEY, &$value)
+    }};
 }
 
 /// The method as the HTTP conventions want it: the standard ones by name, others `_OTHER`.
@@ -165,46 +170,46 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
         let base = finished.spans.start_unix_nanos;
         times(span, base, base + finished.end);
 
-        attr(
+        attr!(
             span,
             "http.request.method",
             Value::Str(standard_method(&exchange.method)),
         );
         if let Some(route) = route_template {
-            attr(span, "http.route", Value::Str(route));
-            attr(span, "url.path", Value::Str(route));
+            attr!(span, "http.route", Value::Str(route));
+            attr!(span, "url.path", Value::Str(route));
         }
-        attr(
+        attr!(
             span,
             "http.response.status_code",
             Value::Int(i64::from(answer.status)),
         );
         let id = exchange.id.hex();
-        attr(
+        attr!(
             span,
             "tollgate.request_id",
             Value::Str(std::str::from_utf8(&id).unwrap_or_default()),
         );
         common_attributes(span, exchange, None);
         if let Some(op) = exchange.operation.get() {
-            attr(span, "gen_ai.operation.name", Value::Str(op.as_str()));
+            attr!(span, "gen_ai.operation.name", Value::Str(op.as_str()));
         }
-        attr(
+        attr!(
             span,
             "tollgate.attempts",
             Value::Int(exchange.attempts() as i64),
         );
         if !answer.completed {
-            attr(span, "tollgate.client_disconnected", Value::Bool(true));
+            attr!(span, "tollgate.client_disconnected", Value::Bool(true));
         }
         if let Some(kind) = answer.error {
-            attr(span, "error.type", Value::Str(kind.code()));
+            attr!(span, "error.type", Value::Str(kind.code()));
             // A server span is an error for the server's failures, not for the caller's.
             if kind.fault() != Fault::Client || answer.status >= 500 {
                 error_status(span, kind.code());
             }
         } else if answer.status >= 500 {
-            attr(span, "error.type", Value::Str(status_text(answer.status)));
+            attr!(span, "error.type", Value::Str(status_text(answer.status)));
             error_status(span, status_text(answer.status));
         }
     });
@@ -222,10 +227,10 @@ fn common_attributes(span: &mut Vec<u8>, exchange: &Exchange, version: Option<&V
         return;
     }
     if let Some(route) = exchange.route.get() {
-        attr(span, "tollgate.route", Value::Str(&route.alias));
+        attr!(span, "tollgate.route", Value::Str(&route.alias));
     }
     if let Some(snapshot) = exchange.snapshot() {
-        attr(
+        attr!(
             span,
             "tollgate.config.version",
             Value::Str(&snapshot.version),
@@ -254,7 +259,7 @@ impl VersionAttributes {
         let block = |pairs: &[(&str, &str)]| {
             let mut out = Vec::new();
             for (key, value) in pairs {
-                attr(&mut out, key, Value::Str(value));
+                attribute(&mut out, field::ATTRIBUTES, key, &Value::Str(value));
             }
             out.into_boxed_slice()
         };
@@ -276,7 +281,7 @@ impl VersionAttributes {
 /// `tollgate.tenant` for tenant `name`, encoded once.
 pub fn tenant_attribute(name: &str) -> Box<[u8]> {
     let mut out = Vec::new();
-    attr(&mut out, "tollgate.tenant", Value::Str(name));
+    attr!(&mut out, "tollgate.tenant", Value::Str(name));
     out.into_boxed_slice()
 }
 
@@ -289,21 +294,21 @@ fn step_attributes(span: &mut Vec<u8>, exchange: &Exchange, step: &Step, finishe
                     .answer
                     .error
                     .map_or("unauthenticated", ErrorKind::code);
-                attr(span, "error.type", Value::Str(code));
+                attr!(span, "error.type", Value::Str(code));
                 error_status(span, code);
             }
         },
         StepKind::Route => {
             let route = exchange.route.get();
             if let Some(route) = route {
-                attr(span, "tollgate.route", Value::Str(&route.alias));
+                attr!(span, "tollgate.route", Value::Str(&route.alias));
                 let first = finished.spans.attempts.first().map(|a| a.version);
                 if let Some(version) = first.and_then(|i| route.versions.get(i)) {
-                    attr(span, "tollgate.route.version", Value::Str(&version.name));
+                    attr!(span, "tollgate.route.version", Value::Str(&version.name));
                 }
-                attr(span, "tollgate.route.pinned", Value::Bool(step.flag));
+                attr!(span, "tollgate.route.pinned", Value::Bool(step.flag));
             } else if let Some(kind) = finished.answer.error {
-                attr(span, "error.type", Value::Str(kind.code()));
+                attr!(span, "error.type", Value::Str(kind.code()));
             }
         }
     }
@@ -338,29 +343,29 @@ fn client_span(
     let end = attempt.end.unwrap_or(finished.end);
     times(span, base + attempt.start, base + end);
 
-    attr(span, "gen_ai.operation.name", Value::Str(op));
+    attr!(span, "gen_ai.operation.name", Value::Str(op));
     span.extend_from_slice(&version.span_attributes.upstream);
     if let Some(v) = request.max_tokens {
-        attr(span, "gen_ai.request.max_tokens", Value::Int(v));
+        attr!(span, "gen_ai.request.max_tokens", Value::Int(v));
     }
     if let Some(v) = request.temperature {
-        attr(span, "gen_ai.request.temperature", Value::Double(v));
+        attr!(span, "gen_ai.request.temperature", Value::Double(v));
     }
     if let Some(v) = request.top_p {
-        attr(span, "gen_ai.request.top_p", Value::Double(v));
+        attr!(span, "gen_ai.request.top_p", Value::Double(v));
     }
     if let Some(v) = request.seed {
-        attr(span, "gen_ai.request.seed", Value::Int(v));
+        attr!(span, "gen_ai.request.seed", Value::Int(v));
     }
-    attr(span, "gen_ai.request.stream", Value::Bool(request.stream));
+    attr!(span, "gen_ai.request.stream", Value::Bool(request.stream));
     if let crate::providers::Provider::Openai(provider) = &version.provider
         && let Some(endpoint) = attempt.endpoint.and_then(|i| provider.endpoints.get(i))
     {
-        attr(span, "server.address", Value::Str(&endpoint.host));
-        attr(span, "server.port", Value::Int(i64::from(endpoint.port)));
+        attr!(span, "server.address", Value::Str(&endpoint.host));
+        attr!(span, "server.port", Value::Int(i64::from(endpoint.port)));
     }
     common_attributes(span, exchange, Some(version));
-    attr(span, "tollgate.attempt", Value::Int(n as i64 + 1));
+    attr!(span, "tollgate.attempt", Value::Int(n as i64 + 1));
 
     let (status, error) = if last && attempt.end.is_none() {
         (answer.upstream_status, answer.error)
@@ -368,7 +373,7 @@ fn client_span(
         (attempt.status, attempt.error)
     };
     if let Some(status) = status {
-        attr(
+        attr!(
             span,
             "http.response.status_code",
             Value::Int(i64::from(status)),
@@ -388,7 +393,7 @@ fn client_span(
         } else {
             kind.code()
         };
-        attr(span, "error.type", Value::Str(code));
+        attr!(span, "error.type", Value::Str(code));
         error_status(span, code);
     }
 }
@@ -398,31 +403,31 @@ fn client_span(
 fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptRecord) {
     let answer = &finished.answer;
     if let Some(id) = answer.response_id {
-        attr(span, "gen_ai.response.id", Value::Str(id));
+        attr!(span, "gen_ai.response.id", Value::Str(id));
     }
     if let Some(model) = answer.response_model {
-        attr(span, "gen_ai.response.model", Value::Str(model));
+        attr!(span, "gen_ai.response.model", Value::Str(model));
     }
     if let Some(reason) = answer.finish_reason {
-        attr(
+        attr!(
             span,
             "gen_ai.response.finish_reasons",
             Value::StrArray(&[reason.as_str()]),
         );
     }
     if let Some(usage) = &answer.usage {
-        attr(
+        attr!(
             span,
             "gen_ai.usage.input_tokens",
             Value::Int(usage.prompt_tokens as i64),
         );
-        attr(
+        attr!(
             span,
             "gen_ai.usage.output_tokens",
             Value::Int(usage.completion_tokens as i64),
         );
         if let Some(cached) = usage.prompt_tokens_details.and_then(|d| d.cached_tokens) {
-            attr(
+            attr!(
                 span,
                 "gen_ai.usage.cache_read.input_tokens",
                 Value::Int(cached as i64),
@@ -432,7 +437,7 @@ fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptR
             .completion_tokens_details
             .and_then(|d| d.reasoning_tokens)
         {
-            attr(
+            attr!(
                 span,
                 "gen_ai.usage.reasoning.output_tokens",
                 Value::Int(reasoning as i64),
@@ -443,7 +448,7 @@ fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptR
         && let Some(ttft) = answer.ttft
     {
         let from_attempt = super::record::nanos(ttft).saturating_sub(attempt.start);
-        attr(
+        attr!(
             span,
             "gen_ai.response.time_to_first_chunk",
             Value::Double(from_attempt as f64 / 1e9),
@@ -459,11 +464,11 @@ fn answer_attributes(span: &mut Vec<u8>, finished: &Finished, attempt: &AttemptR
             && let Some(op) = finished.exchange.operation.get()
             && let Some(json) = content::input_messages(*op, input)
         {
-            attr(span, "gen_ai.input.messages", Value::Str(&json));
+            attr!(span, "gen_ai.input.messages", Value::Str(&json));
         }
         if let Some(text) = answer.output {
             let json = content::output_messages(text, answer.finish_reason);
-            attr(span, "gen_ai.output.messages", Value::Str(&json));
+            attr!(span, "gen_ai.output.messages", Value::Str(&json));
         }
     }
 }
