@@ -31,13 +31,19 @@ pub fn build(cfg: &OpenAiProviderConfig) -> Result<HttpClient, String> {
     )
 }
 
-/// Builds a client trusting the webpki roots and the certificates in `ca_file`.
-pub fn build_with(
+/// Builds a client trusting the webpki roots and the certificates in `ca_file`, for
+/// request bodies of type `B` (the span exporter sends its batches without copying them).
+pub fn build_with<B>(
     ca_file: Option<&std::path::Path>,
     connect_timeout: Duration,
     pool_max_idle_per_host: usize,
     version: UpstreamHttp,
-) -> Result<HttpClient, String> {
+) -> Result<Client<HttpsConnector<HttpConnector>, B>, String>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {

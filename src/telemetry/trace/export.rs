@@ -7,11 +7,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::buf::Chain;
+use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use thread_priority::{ThreadPriority, ThreadPriorityValue};
 use tokio::sync::Notify;
 
@@ -19,7 +23,7 @@ use super::proto::{Value, attribute, bytes_field, field_len, len_prefix};
 use super::{Shard, Shards, lock_shard};
 use crate::config::{OtlpProtocol, TracingConfig, UpstreamHttp};
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::client::{self, HttpClient};
+use crate::upstream::client;
 
 /// Field number of `ScopeSpans.spans`: what the shards hold, back to back.
 pub const SCOPE_SPANS_SPANS: u32 = 2;
@@ -52,8 +56,12 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
 }
 
+/// A batch as sent: the envelope (gRPC prefix, resource and scope), then the spans, still
+/// in the shard's buffer.
+type BatchBody = Full<Chain<Bytes, Bytes>>;
+
 struct Transport {
-    client: HttpClient,
+    client: Client<HttpsConnector<HttpConnector>, BatchBody>,
     uri: Uri,
     protocol: OtlpProtocol,
     headers: HeaderMap,
@@ -149,7 +157,7 @@ impl Exporter {
             let last = self.closed.load(Acquire);
             for shard in self.shards.iter() {
                 std::mem::swap(&mut *lock_shard(shard), &mut taken);
-                self.export_shard(&taken).await;
+                self.export_shard(&mut taken).await;
                 taken.clear();
             }
             if last {
@@ -161,17 +169,23 @@ impl Exporter {
     /// Sends a shard's spans in batches, each one contiguous run of its bytes, up to
     /// [`EXPORTS_IN_FLIGHT`] at a time: a collector that answers slowly is not also made to
     /// wait for one batch after the other.
-    async fn export_shard(&self, shard: &Shard) {
+    ///
+    /// The batches are sent from the shard's own buffer, without a copy; once they are
+    /// sent, the buffer is taken back with its capacity (unless a batch is still held,
+    /// after a timeout: then the shard starts a new one).
+    async fn export_shard(&self, shard: &mut Shard) {
         let batches = batches(&shard.requests, self.max_batch_spans, self.max_batch_bytes);
+        let spans = Bytes::from(std::mem::take(&mut shard.bytes));
         futures_util::stream::iter(batches)
-            .for_each_concurrent(EXPORTS_IN_FLIGHT, |(range, spans)| {
-                self.export(&shard.bytes[range], spans)
+            .for_each_concurrent(EXPORTS_IN_FLIGHT, |(range, count)| {
+                self.export(spans.slice(range), count)
             })
             .await;
+        shard.bytes = reclaim(spans);
     }
 
-    async fn export(&self, spans_bytes: &[u8], count: usize) {
-        let body = self.request_body(spans_bytes);
+    async fn export(&self, spans: Bytes, count: usize) {
+        let body = self.request_body(spans);
         let sent = tokio::time::timeout(self.timeout, self.transport.send(body)).await;
         let counters = &self.metrics.traces;
         let count = count as u64;
@@ -191,13 +205,13 @@ impl Exporter {
     }
 
     /// One `ExportTraceServiceRequest` around `spans` (encoded `ScopeSpans.spans` fields),
-    /// with the gRPC length prefix in front when the transport is gRPC: sizes first, then
-    /// every byte written once.
-    pub fn request_body(&self, spans: &[u8]) -> Bytes {
+    /// with the gRPC length prefix in front when the transport is gRPC: the envelope is
+    /// written, the spans follow it as they are.
+    pub fn request_body(&self, spans: Bytes) -> Chain<Bytes, Bytes> {
         let scope_spans = field_len(self.scope.len()) + spans.len();
         let resource_spans = field_len(self.resource.len()) + field_len(scope_spans);
         let message = field_len(resource_spans);
-        let mut out = Vec::with_capacity(message + 5);
+        let mut out = Vec::with_capacity(message - spans.len() + 5);
         if self.transport.protocol == OtlpProtocol::Grpc {
             // Length-prefixed message: no compression flag, then a big-endian length.
             out.push(0);
@@ -207,9 +221,14 @@ impl Exporter {
         bytes_field(&mut out, 1, &self.resource);
         len_prefix(&mut out, 2, scope_spans);
         bytes_field(&mut out, 1, &self.scope);
-        out.extend_from_slice(spans);
-        Bytes::from(out)
+        Bytes::from(out).chain(spans)
     }
+}
+
+/// The buffer behind `spans`, with its capacity, once no batch holds a part of it; else a
+/// new empty one.
+fn reclaim(spans: Bytes) -> Vec<u8> {
+    spans.try_into_mut().map(Vec::from).unwrap_or_default()
 }
 
 /// Cuts requests' spans (their end offsets and counts) into batches of at most `max` spans
@@ -237,7 +256,7 @@ fn batches(
 }
 
 impl Transport {
-    async fn send(&self, body: Bytes) -> Result<(), String> {
+    async fn send(&self, body: Chain<Bytes, Bytes>) -> Result<(), String> {
         let content_type = match self.protocol {
             OtlpProtocol::Grpc => "application/grpc",
             OtlpProtocol::HttpProtobuf => "application/x-protobuf",
@@ -338,6 +357,23 @@ mod tests {
         );
         assert_eq!(batches(&requests, 100, 1000), vec![(0..40, 22)]);
         assert_eq!(batches(&[], 8, 1000), vec![]);
+    }
+
+    #[test]
+    fn a_sent_shard_buffer_is_taken_back_with_its_capacity() {
+        let mut buffer = Vec::with_capacity(4096);
+        buffer.extend_from_slice(&[7u8; 3000]);
+        let address = buffer.as_ptr();
+        let spans = Bytes::from(buffer);
+        let (first, second) = (spans.slice(0..1000), spans.slice(1000..3000));
+        drop((first, second));
+        let back = reclaim(spans);
+        assert_eq!((back.as_ptr(), back.capacity()), (address, 4096));
+        // A batch still held (an export that timed out): a new buffer instead.
+        let spans = Bytes::from(back);
+        let held = spans.slice(0..10);
+        assert_eq!(reclaim(spans).capacity(), 0);
+        assert_eq!(held.len(), 10);
     }
 
     #[test]

@@ -199,9 +199,7 @@ mod tests {
         let otlp = "  otlp:\n    endpoint: http://127.0.0.1:4317\n";
         assert!(tracer_error(&format!("{otlp}  sampling_ratio: 1.5\n")).contains("sampling_ratio"));
         assert!(tracer_error(&format!("{otlp}  queue_size: 0\n")).contains("queue_size"));
-        assert!(
-            tracer_error(&format!("{otlp}  max_batch_bytes: 0\n")).contains("max_batch_bytes")
-        );
+        assert!(tracer_error(&format!("{otlp}  max_batch_bytes: 0\n")).contains("max_batch_bytes"));
         assert!(
             tracer_error(&format!("{otlp}  export_interval: 0ms\n")).contains("export_interval")
         );
