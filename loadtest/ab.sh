@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# A/B of Tollgate configurations: the same load through several Tollgates that differ only by a
+# config fragment each, in alternating rounds, with medians and ratios against the first. For
+# questions finer than the side-by-side harness resolves in its three rounds (what tracing
+# costs, say): on this machine, closed-loop rounds of one build agree within about 1%.
+#
+#   loadtest/ab.sh NAME=FRAGMENT [NAME=FRAGMENT ...]
+#       FRAGMENT: a YAML file appended to the base config (server, admin, no auth, one route
+#       `fast` to the mock), or `-` for none. `@OTLP_GRPC@` in it becomes the live receiver's
+#       gRPC address (rotel, on core 1 with the mock and the load generator).
+#   ROUNDS=6 SECONDS_PER_ROUND=4 LOAD="closed --connections 64"   (defaults)
+#   LOAD="open --rate 10000"   fixed rate: compare CPU per request only
+#
+# Example: what full sampling costs against none.
+#   printf 'tracing:\n  otlp: {endpoint: "http://@OTLP_GRPC@"}\n' > full.yaml
+#   loadtest/ab.sh plain=- full=full.yaml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+[ $# -ge 2 ] || { sed -n '2,16p' "$0"; exit 2; }
+
+rounds=${ROUNDS:-6}
+secs=${SECONDS_PER_ROUND:-4}
+load=${LOAD:-closed --connections 64}
+cargo build --release --workspace --bins -q
+bin=$root/target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+MOCK=19401 OTLP_GRPC=19431 OTLP_HTTP=19432 FIRST_PORT=19410
+taskset -c 1 "$bin/tollgate-mock" --listen 127.0.0.1:$MOCK --threads 1 --tokens 16 >"$work/mock.out" &
+pids+=($!)
+
+# The receiver, as in run.sh: rotel from PyPI in the repo's .venv (installed when missing).
+venv=$root/.venv
+[ -x "$venv/bin/python" ] || { venv=$work/venv; python3 -m venv "$venv"; }
+rotel_agent() {
+  "$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
+}
+rotel_bin=$(rotel_agent) || true
+if [ ! -x "$rotel_bin" ]; then
+  "$venv/bin/pip" install -q 'rotel==0.0.1a15'
+  rotel_bin=$(rotel_agent)
+fi
+taskset -c 1 "$rotel_bin" start --otlp-grpc-endpoint 127.0.0.1:$OTLP_GRPC \
+  --otlp-http-endpoint 127.0.0.1:$OTLP_HTTP --exporter blackhole >"$work/rotel.log" 2>&1 &
+pids+=($!)
+
+names=()
+declare -A tg_pid tg_port tg_admin
+port=$FIRST_PORT
+for spec in "$@"; do
+  name=${spec%%=*}
+  fragment=${spec#*=}
+  [ "$name" != "$spec" ] || { echo "not NAME=FRAGMENT: $spec" >&2; exit 2; }
+  mkdir -p "$work/$name"
+  {
+    printf 'server:\n  listen: 127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:%s\nauth:\n  enabled: false\n' $port $((port + 1))
+    printf 'providers:\n  fast: {type: openai, base_url: "http://127.0.0.1:%s/v1"}\nroutes:\n  fast:\n    provider: fast\n' $MOCK
+    [ "$fragment" = - ] || sed "s/@OTLP_GRPC@/127.0.0.1:$OTLP_GRPC/g" "$fragment"
+  } >"$work/$name/config.yaml"
+  taskset -c 0 "$bin/tollgate" serve --config "$work/$name/config.yaml" --log-format json \
+    >"$work/$name/out.log" 2>&1 &
+  tg_pid[$name]=$!
+  pids+=($!)
+  tg_port[$name]=$port
+  tg_admin[$name]=$((port + 1))
+  names+=("$name")
+  port=$((port + 2))
+done
+
+# Ready when every admin listener says so, and the receiver answers.
+for name in "${names[@]}"; do
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:${tg_admin[$name]}/readyz" >/dev/null && break
+    sleep 0.1
+  done
+  curl -sf "http://127.0.0.1:${tg_admin[$name]}/readyz" >/dev/null || { cat "$work/$name/out.log"; exit 1; }
+done
+for _ in $(seq 100); do
+  curl -s -o /dev/null -X POST -H 'content-type: application/x-protobuf' "http://127.0.0.1:$OTLP_HTTP/v1/traces" && break
+  sleep 0.1
+done
+
+# CPU nanoseconds of every thread of a process.
+cpu_ns() {
+  local total=0 task
+  for task in /proc/"$1"/task/*/schedstat; do total=$((total + $(cut -d' ' -f1 "$task"))); done
+  echo $total
+}
+body='{"model":"fast","messages":[{"role":"user","content":"hello there"}]}'
+for round in $(seq "$rounds"); do
+  order=("${names[@]}")
+  [ $((round % 2)) = 0 ] && mapfile -t order < <(printf '%s\n' "${names[@]}" | tac)
+  for name in "${order[@]}"; do
+    before=$(cpu_ns "${tg_pid[$name]}")
+    # shellcheck disable=SC2086 # LOAD is words on purpose
+    result=$(taskset -c 1 "$bin/tollgate-load" --addr "127.0.0.1:${tg_port[$name]}" --body "$body" \
+      $load --seconds "$secs" | tail -n1)
+    after=$(cpu_ns "${tg_pid[$name]}")
+    dropped=$(curl -s "http://127.0.0.1:${tg_admin[$name]}/metrics" |
+      awk '/^tollgate_trace_spans_dropped_total/ {n += $2} END {print n + 0}')
+    echo "$name $((after - before)) $dropped $result" >>"$work/rounds"
+  done
+  echo "round $round done" >&2
+done
+
+python3 - "$work/rounds" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, cpu, dropped, result = line.split(" ", 3)
+    r = json.loads(result)
+    n = r["requests"]
+    if r["errors"]:
+        sys.exit(f"{name}: {r['errors']} failed requests")
+    rows.setdefault(name, []).append((r["throughput_rps"], int(cpu) / 1e3 / n, r["latency"]["p99_ms"], int(dropped)))
+base = None
+print(f"{'variant':12s} {'req/s':>9s} {'ratio':>6s} {'cpu us/req':>10s} {'ratio':>6s} {'p99 ms':>7s}  per-round cpu ratio to the first  spans dropped, all rounds")
+for name, v in rows.items():
+    rps = statistics.median(x[0] for x in v)
+    cpu = statistics.median(x[1] for x in v)
+    p99 = statistics.median(x[2] for x in v)
+    if base is None:
+        base = (rps, cpu, [x[1] for x in v])
+    per_round = [round(x[1] / b, 3) for x, b in zip(v, base[2])]
+    print(f"{name:12s} {rps:9.0f} {rps / base[0]:6.3f} {cpu:10.2f} {cpu / base[1]:6.3f} {p99:7.2f}  {per_round}  {v[-1][3]}")
+PY
