@@ -15,6 +15,7 @@
 #   printf 'tracing:\n  otlp: {endpoint: "http://@OTLP_GRPC@"}\n' > full.yaml
 #   loadtest/ab.sh plain=- full=full.yaml
 set -euo pipefail
+caller_dir=$(pwd)  # fragments are named relative to where the script was run from
 cd "$(dirname "$0")/.."
 root=$(pwd)
 [ $# -ge 2 ] || { sed -n '2,16p' "$0"; exit 2; }
@@ -60,6 +61,8 @@ for spec in "$@"; do
   name=${spec%%=*}
   fragment=${spec#*=}
   [ "$name" != "$spec" ] || { echo "not NAME=FRAGMENT: $spec" >&2; exit 2; }
+  [ "$fragment" = - ] || [ "${fragment:0:1}" = / ] || fragment=$caller_dir/$fragment
+  [ "$fragment" = - ] || [ -r "$fragment" ] || { echo "cannot read $fragment" >&2; exit 2; }
   mkdir -p "$work/$name"
   {
     printf 'server:\n  listen: 127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:%s\nauth:\n  enabled: false\n' $port $((port + 1))
