@@ -95,7 +95,7 @@ pub fn varint_field(buf: &mut Vec<u8>, field: u32, value: u64) {
     Head::new(buf).key(field, VARINT).varint(value);
 }
 
-#[inline]
+#[inline(always)]
 pub fn fixed64_field(buf: &mut Vec<u8>, field: u32, value: u64) {
     Head::new(buf)
         .key(field, FIXED64)
@@ -242,8 +242,11 @@ pub fn attribute(buf: &mut Vec<u8>, field: u32, name: &str, value: &Value<'_>) {
     any_value(buf, value, any);
 }
 
-/// [`attribute`] for a key framed in advance: what every span attribute uses.
-#[inline]
+/// [`attribute`] for a key framed in advance: what every span attribute uses. Always
+/// inlined, with [`any_value`] and [`any_value_len`]: at each call site the key and the
+/// value's kind are known, so the framing folds into a few instructions (encoding a
+/// request's spans took a third less time than with calls).
+#[inline(always)]
 pub fn attribute_with(buf: &mut Vec<u8>, field: u32, key: &AttrKey, value: &Value<'_>) {
     let any = any_value_len(value);
     Head::new(buf)
@@ -257,7 +260,7 @@ pub fn attribute_with(buf: &mut Vec<u8>, field: u32, key: &AttrKey, value: &Valu
 
 /// `KeyValue.value`: an `AnyValue` of `any` bytes. Scalars go out with their framing in
 /// one word; strings take a copy of their own.
-#[inline]
+#[inline(always)]
 fn any_value(buf: &mut Vec<u8>, value: &Value<'_>, any: u64) {
     let mut head = Head::new(buf);
     head.key(2, LEN).varint(any);
@@ -292,7 +295,7 @@ fn any_value(buf: &mut Vec<u8>, value: &Value<'_>, any: u64) {
 }
 
 /// Size of an `AnyValue` message holding `value`.
-#[inline]
+#[inline(always)]
 fn any_value_len(value: &Value<'_>) -> u64 {
     match value {
         Value::Str(s) => len_field(s.len() as u64),
