@@ -126,7 +126,7 @@ for line in open(sys.argv[1]):
         sys.exit(f"{name}: {r['errors']} failed requests")
     rows.setdefault(name, []).append((r["throughput_rps"], int(cpu) / 1e3 / n, r["latency"]["p99_ms"], int(dropped)))
 base = None
-print(f"{'variant':12s} {'req/s':>9s} {'ratio':>6s} {'cpu us/req':>10s} {'ratio':>6s} {'p99 ms':>7s}  per-round cpu ratio to the first  spans dropped, all rounds")
+print(f"{'variant':12s} {'req/s':>9s} {'ratio':>6s} {'cpu us/req':>10s} {'ratio':>6s} {'paired':>6s} {'p99 ms':>7s}  per-round cpu ratio to the first  spans dropped, all rounds")
 for name, v in rows.items():
     rps = statistics.median(x[0] for x in v)
     cpu = statistics.median(x[1] for x in v)
@@ -134,5 +134,7 @@ for name, v in rows.items():
     if base is None:
         base = (rps, cpu, [x[1] for x in v])
     per_round = [round(x[1] / b, 3) for x, b in zip(v, base[2])]
-    print(f"{name:12s} {rps:9.0f} {rps / base[0]:6.3f} {cpu:10.2f} {cpu / base[1]:6.3f} {p99:7.2f}  {per_round}  {v[-1][3]}")
+    # `paired`: the median of the per-round ratios (each round's variants ran back to back).
+    paired = statistics.median(per_round)
+    print(f"{name:12s} {rps:9.0f} {rps / base[0]:6.3f} {cpu:10.2f} {cpu / base[1]:6.3f} {paired:6.3f} {p99:7.2f}  {per_round}  {v[-1][3]}")
 PY
