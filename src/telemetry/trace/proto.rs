@@ -1,5 +1,6 @@
-//! A small protobuf writer for the OTLP trace messages: the few wire types they use, with
-//! nested messages written in place and their length prefix inserted after.
+//! A small protobuf writer for the OTLP trace messages: the few wire types they use, small
+//! fields gathered in a register word, attribute keys framed at compile time, and nested
+//! messages written in place behind a slot for their length.
 
 /// Wire types.
 const VARINT: u8 = 0;
@@ -162,25 +163,17 @@ pub fn message(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) 
     write(buf);
     let start = slot + KEPT;
     let len = buf.len() - start;
-    let mut prefix_bytes = [0u8; 10];
-    let mut prefix_len = 0;
+    let width = varint_len(len as u64) as usize;
+    if width != KEPT {
+        buf.resize(start + len + width.saturating_sub(KEPT), 0);
+        buf.copy_within(start..start + len, slot + width);
+        buf.truncate(slot + width + len);
+    }
     let mut value = len as u64;
-    while value >= 0x80 {
-        prefix_bytes[prefix_len] = (value as u8) | 0x80;
+    for byte in &mut buf[slot..slot + width] {
+        *byte = (value as u8 & 0x7f) | if value >= 0x80 { 0x80 } else { 0 };
         value >>= 7;
-        prefix_len += 1;
     }
-    prefix_bytes[prefix_len] = value as u8;
-    prefix_len += 1;
-    let prefix = &prefix_bytes[..prefix_len];
-    if prefix.len() > KEPT {
-        buf.extend_from_slice(&prefix[KEPT..]);
-    }
-    if prefix.len() != KEPT {
-        buf.copy_within(start..start + len, slot + prefix.len());
-        buf.truncate(slot + prefix.len() + len);
-    }
-    buf[slot..slot + prefix.len()].copy_from_slice(prefix);
 }
 
 /// Room for an attribute's framed key: the longest GenAI attribute names are under 40
