@@ -2,7 +2,8 @@
 # A/B of Tollgate configurations: the same load through several Tollgates that differ only by a
 # config fragment each, in alternating rounds, with medians and ratios against the first. For
 # questions finer than the side-by-side harness resolves in its three rounds (what tracing
-# costs, say): on this machine, closed-loop rounds of one build agree within about 1%.
+# costs, say): on this machine, closed-loop rounds of one build agree within about 1% in a quiet
+# spell (and spread 30% in a noisy one: read the per-round ratios).
 #
 #   loadtest/ab.sh NAME=FRAGMENT [NAME=FRAGMENT ...]
 #       FRAGMENT: a YAML file appended to the base config (server, admin, no auth, one route
