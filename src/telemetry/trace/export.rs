@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::buf::Chain;
 use bytes::{Buf, Bytes};
@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use super::proto::{Value, attribute, bytes_field, field_len, len_prefix};
 use super::{Shard, Shards, lock_shard};
 use crate::config::{OtlpProtocol, TracingConfig, UpstreamHttp};
+use crate::telemetry::log_limit::LogLimiter;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::client;
 
@@ -54,7 +55,14 @@ pub struct Exporter {
     interval: Duration,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Failed exports are logged at most once per [`FAILURE_LOG_INTERVAL`].
+    failure_log: LogLimiter,
+    started: Instant,
 }
+
+/// Shortest time between two logged export failures: with the collector down, every batch
+/// fails (dozens a second under load), and the metric already counts each.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A batch as sent: the envelope (gRPC prefix, resource and scope), then the spans, still
 /// in the shard's buffer.
@@ -130,6 +138,8 @@ impl Exporter {
             interval: config.export_interval.0,
             timeout: otlp.timeout.0,
             metrics,
+            failure_log: LogLimiter::new(FAILURE_LOG_INTERVAL),
+            started: Instant::now(),
         })
     }
 
@@ -195,11 +205,17 @@ impl Exporter {
             }
             Ok(Err(why)) => {
                 counters.dropped_export_failed.fetch_add(count, Relaxed);
-                tracing::warn!(spans = count, error = %why, "span export failed; spans dropped");
+                if let Some(not_logged) = self.failure_log.admit(self.started.elapsed()) {
+                    tracing::warn!(spans = count, error = %why, earlier_failures_not_logged = not_logged,
+                        "span export failed; spans dropped (all counted in tollgate_trace_spans_dropped_total)");
+                }
             }
             Err(_) => {
                 counters.dropped_export_failed.fetch_add(count, Relaxed);
-                tracing::warn!(spans = count, timeout = ?self.timeout, "span export timed out; spans dropped");
+                if let Some(not_logged) = self.failure_log.admit(self.started.elapsed()) {
+                    tracing::warn!(spans = count, timeout = ?self.timeout, earlier_failures_not_logged = not_logged,
+                        "span export timed out; spans dropped (all counted in tollgate_trace_spans_dropped_total)");
+                }
             }
         }
     }
