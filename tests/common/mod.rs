@@ -3,6 +3,8 @@
 // Not every test binary uses every helper; helpers fail loudly by design.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod otlp;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

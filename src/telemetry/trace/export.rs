@@ -3,8 +3,8 @@
 //! tracer is gone.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::{Duration, Instant};
 
 use bytes::buf::Chain;
@@ -39,6 +39,10 @@ const EXPORTS_IN_FLIGHT: usize = 4;
 /// The gRPC method of the OTLP trace service.
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
+/// Export calls that fail in a row before the collector counts as down: requests then stop
+/// encoding spans (they are dropped and counted at once) until a probe gets an answer.
+const FAILURES_TO_TRIP: u32 = 3;
+
 /// Sends span batches to the collector.
 pub struct Exporter {
     shards: Shards,
@@ -58,6 +62,10 @@ pub struct Exporter {
     /// Failed exports are logged at most once per [`FAILURE_LOG_INTERVAL`].
     failure_log: LogLimiter,
     started: Instant,
+    /// Set after [`FAILURES_TO_TRIP`] failed exports in a row, cleared by a probe that gets
+    /// an answer; shared with the tracer, which skips encoding while it is set.
+    collector_down: Arc<AtomicBool>,
+    failures_in_a_row: AtomicU32,
 }
 
 /// Shortest time between two logged export failures: with the collector down, every batch
@@ -81,6 +89,7 @@ impl Exporter {
         shards: Shards,
         wake: Arc<Notify>,
         closed: Arc<AtomicBool>,
+        collector_down: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Result<Exporter, String> {
         let otlp = &config.otlp;
@@ -140,6 +149,8 @@ impl Exporter {
             metrics,
             failure_log: LogLimiter::new(FAILURE_LOG_INTERVAL),
             started: Instant::now(),
+            collector_down,
+            failures_in_a_row: AtomicU32::new(0),
         })
     }
 
@@ -173,6 +184,9 @@ impl Exporter {
             if last {
                 return;
             }
+            if self.collector_down.load(Relaxed) {
+                self.probe().await;
+            }
         }
     }
 
@@ -184,6 +198,15 @@ impl Exporter {
     /// sent, the buffer is taken back with its capacity (unless a batch is still held,
     /// after a timeout: then the shard starts a new one).
     async fn export_shard(&self, shard: &mut Shard) {
+        if self.collector_down.load(Relaxed) {
+            // Encoded before the collector was found down: not worth another failed call.
+            let spans = shard.spans as u64;
+            self.metrics
+                .traces
+                .dropped_export_failed
+                .fetch_add(spans, Relaxed);
+            return;
+        }
         let batches = batches(&shard.requests, self.max_batch_spans, self.max_batch_bytes);
         let spans = Bytes::from(std::mem::take(&mut shard.bytes));
         futures_util::stream::iter(batches)
@@ -199,6 +222,17 @@ impl Exporter {
         let sent = tokio::time::timeout(self.timeout, self.transport.send(body)).await;
         let counters = &self.metrics.traces;
         let count = count as u64;
+        if sent.as_ref().is_ok_and(Result::is_ok) {
+            self.failures_in_a_row.store(0, Relaxed);
+        } else if self.failures_in_a_row.fetch_add(1, Relaxed) + 1 >= FAILURES_TO_TRIP
+            && !self.collector_down.swap(true, Release)
+        {
+            tracing::warn!(
+                failed_in_a_row = FAILURES_TO_TRIP,
+                "the trace collector does not answer: spans are dropped without being encoded \
+                 until it does (probed every export_interval)"
+            );
+        }
         match sent {
             Ok(Ok(())) => {
                 counters.exported.fetch_add(count, Relaxed);
@@ -217,6 +251,18 @@ impl Exporter {
                         "span export timed out; spans dropped (all counted in tollgate_trace_spans_dropped_total)");
                 }
             }
+        }
+    }
+
+    /// While the collector counts as down: an export with no spans; an answer brings tracing
+    /// back.
+    async fn probe(&self) {
+        let empty = self.request_body(Bytes::new());
+        let answer = tokio::time::timeout(self.timeout, self.transport.send(empty)).await;
+        if answer.is_ok_and(|sent| sent.is_ok()) {
+            self.failures_in_a_row.store(0, Relaxed);
+            self.collector_down.store(false, Release);
+            tracing::info!("the trace collector answers again: spans are exported again");
         }
     }
 

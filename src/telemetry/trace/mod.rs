@@ -89,6 +89,8 @@ pub struct Tracer {
     wake: Arc<Notify>,
     /// Set when the tracer is gone, before the exporter is woken for the last time.
     closed: Arc<AtomicBool>,
+    /// Set by the exporter while the collector does not answer: spans are not encoded.
+    collector_down: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
 
@@ -124,11 +126,13 @@ impl Tracer {
         let shards: Shards = (0..workers).map(|_| Mutex::new(Shard::default())).collect();
         let wake = Arc::new(Notify::new());
         let closed = Arc::new(AtomicBool::new(false));
+        let collector_down = Arc::new(AtomicBool::new(false));
         let exporter = export::Exporter::new(
             config,
             shards.clone(),
             wake.clone(),
             closed.clone(),
+            collector_down.clone(),
             metrics.clone(),
         )?;
         let tracer = Arc::new(Tracer {
@@ -139,6 +143,7 @@ impl Tracer {
             wake_bytes: config.max_batch_bytes,
             wake,
             closed,
+            collector_down,
             metrics,
         });
         Ok((tracer, exporter))
@@ -155,9 +160,16 @@ impl Tracer {
     }
 
     /// Encodes a finished request's spans into its worker's shard, or drops and counts them
-    /// when the shard is full (the collector is slow or down).
+    /// when the shard is full (the collector is slow) or the collector does not answer.
     pub fn submit(&self, finished: &Finished<'_>) {
         let count = finished.spans.span_count();
+        if self.collector_down.load(Relaxed) {
+            self.metrics
+                .traces
+                .dropped_export_failed
+                .fetch_add(count as u64, Relaxed);
+            return;
+        }
         let mut shard = lock_shard(&self.shards[worker_index() % self.shards.len()]);
         if shard.requests.len() >= self.shard_requests {
             drop(shard);
