@@ -40,17 +40,9 @@ MOCK=19401 OTLP_GRPC=19431 OTLP_HTTP=19432 FIRST_PORT=19410
 taskset -c 1 "$bin/tollgate-mock" --listen 127.0.0.1:$MOCK --threads 1 --tokens 16 >"$work/mock.out" &
 pids+=($!)
 
-# The receiver, as in run.sh: rotel from PyPI in the repo's .venv (installed when missing).
-venv=$root/.venv
-[ -x "$venv/bin/python" ] || { venv=$work/venv; python3 -m venv "$venv"; }
-rotel_agent() {
-  "$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
-}
-rotel_bin=$(rotel_agent) || true
-if [ ! -x "$rotel_bin" ]; then
-  "$venv/bin/pip" install -q 'rotel==0.0.1a15'
-  rotel_bin=$(rotel_agent)
-fi
+# The receiver, as in run.sh.
+# shellcheck source=loadtest/rotel.sh
+source "$root/loadtest/rotel.sh"
 taskset -c 1 "$rotel_bin" start --otlp-grpc-endpoint 127.0.0.1:$OTLP_GRPC \
   --otlp-http-endpoint 127.0.0.1:$OTLP_HTTP --exporter blackhole >"$work/rotel.log" 2>&1 &
 pids+=($!)

@@ -38,18 +38,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The OTLP receiver for the traced phases: rotel, a collector written in Rust, from PyPI (the
-# wheel ships its binary). The repo's .venv when there is one, else a venv in the work dir.
-venv=$root/.venv
-[ -x "$venv/bin/python" ] || { venv=$work/venv; python3 -m venv "$venv"; }
-rotel_agent() {
-  "$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
-}
-rotel_bin=$(rotel_agent) || true
-if [ ! -x "$rotel_bin" ]; then
-  "$venv/bin/pip" install -q 'rotel==0.0.1a15'
-  rotel_bin=$(rotel_agent)
-fi
+# The OTLP receiver for the traced phases (rotel).
+# shellcheck source=loadtest/rotel.sh
+source "$root/loadtest/rotel.sh"
 rotel_version="rotel $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("rotel"))') ($("$rotel_bin" --version))"
 
 # --- ports and processes ---------------------------------------------------------------------

@@ -219,38 +219,38 @@ impl Exporter {
 
     async fn export(&self, spans: Bytes, count: usize) {
         let body = self.request_body(spans);
-        let sent = tokio::time::timeout(self.timeout, self.transport.send(body)).await;
+        let sent = match tokio::time::timeout(self.timeout, self.transport.send(body)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
         let counters = &self.metrics.traces;
         let count = count as u64;
-        if sent.as_ref().is_ok_and(Result::is_ok) {
-            self.failures_in_a_row.store(0, Relaxed);
-        } else if self.failures_in_a_row.fetch_add(1, Relaxed) + 1 >= FAILURES_TO_TRIP
-            && !self.collector_down.swap(true, Release)
-        {
-            tracing::warn!(
-                failed_in_a_row = FAILURES_TO_TRIP,
-                "the trace collector does not answer: spans are dropped without being encoded \
-                 until it does (probed every export_interval)"
-            );
-        }
         match sent {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 counters.exported.fetch_add(count, Relaxed);
+                self.failures_in_a_row.store(0, Relaxed);
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 counters.dropped_export_failed.fetch_add(count, Relaxed);
+                self.count_failure();
                 if let Some(not_logged) = self.failure_log.admit(self.started.elapsed()) {
                     tracing::warn!(spans = count, error = %why, earlier_failures_not_logged = not_logged,
                         "span export failed; spans dropped (all counted in tollgate_trace_spans_dropped_total)");
                 }
             }
-            Err(_) => {
-                counters.dropped_export_failed.fetch_add(count, Relaxed);
-                if let Some(not_logged) = self.failure_log.admit(self.started.elapsed()) {
-                    tracing::warn!(spans = count, timeout = ?self.timeout, earlier_failures_not_logged = not_logged,
-                        "span export timed out; spans dropped (all counted in tollgate_trace_spans_dropped_total)");
-                }
-            }
+        }
+    }
+
+    /// One more failed export call in a row; the [`FAILURES_TO_TRIP`]th marks the collector
+    /// down.
+    fn count_failure(&self) {
+        let in_a_row = self.failures_in_a_row.fetch_add(1, Relaxed) + 1;
+        if in_a_row >= FAILURES_TO_TRIP && !self.collector_down.swap(true, Release) {
+            tracing::warn!(
+                failed_in_a_row = in_a_row,
+                "the trace collector does not answer: spans are dropped without being encoded \
+                 until it does (probed every export_interval)"
+            );
         }
     }
 
