@@ -27,22 +27,15 @@ load=${LOAD:-closed --connections 64}
 cargo build --release --workspace --bins -q
 bin=$root/target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=loadtest/lib.sh
+source "$root/loadtest/lib.sh"  # $work, $pids, cleanup on exit
 
 MOCK=19401 OTLP_GRPC=19431 OTLP_HTTP=19432 FIRST_PORT=19410
 taskset -c 1 "$bin/tollgate-mock" --listen 127.0.0.1:$MOCK --threads 1 --tokens 16 >"$work/mock.out" &
 pids+=($!)
 
 # The receiver, as in run.sh.
-# shellcheck source=loadtest/rotel.sh
-source "$root/loadtest/rotel.sh"
+find_rotel
 taskset -c 1 "$rotel_bin" start --otlp-grpc-endpoint 127.0.0.1:$OTLP_GRPC \
   --otlp-http-endpoint 127.0.0.1:$OTLP_HTTP --exporter blackhole >"$work/rotel.log" 2>&1 &
 pids+=($!)

@@ -25,22 +25,15 @@ cargo build --release --workspace --bins -q
 bin=$root/target/release
 ulimit -n "$(ulimit -Hn)"  # 5,000 streams need about 10,000 descriptors in the proxy
 
-work=$(mktemp -d)
+# shellcheck source=loadtest/lib.sh
+source "$root/loadtest/lib.sh"  # $work, $pids, cleanup on exit
 mkdir -p loadtest/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$root/loadtest/results/$stamp.jsonl"
 : >"$out"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # The OTLP receiver for the traced phases (rotel).
-# shellcheck source=loadtest/rotel.sh
-source "$root/loadtest/rotel.sh"
+find_rotel
 rotel_version="rotel $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("rotel"))') ($("$rotel_bin" --version))"
 
 # --- ports and processes ---------------------------------------------------------------------
