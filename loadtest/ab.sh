@@ -31,30 +31,16 @@ bin=$root/target/release
 source "$root/loadtest/lib.sh"  # $work, $pids, cleanup on exit
 
 MOCK=19401 OTLP_GRPC=19431 OTLP_HTTP=19432 FIRST_PORT=19410
-taskset -c 1 "$bin/tollgate-mock" --listen 127.0.0.1:$MOCK --threads 1 --tokens 16 >"$work/mock.out" &
-pids+=($!)
-
-# The receiver, as in run.sh.
-find_rotel
-taskset -c 1 "$rotel_bin" start --otlp-grpc-endpoint 127.0.0.1:$OTLP_GRPC \
-  --otlp-http-endpoint 127.0.0.1:$OTLP_HTTP --exporter blackhole >"$work/rotel.log" 2>&1 &
-pids+=($!)
+start_mock_and_receiver $MOCK $OTLP_GRPC $OTLP_HTTP
 
 names=()
 declare -A tg_pid tg_port tg_admin
 port=$FIRST_PORT
 for spec in "$@"; do
-  name=${spec%%=*}
-  fragment=${spec#*=}
-  [ "$name" != "$spec" ] || { echo "not NAME=FRAGMENT: $spec" >&2; exit 2; }
-  [ "$fragment" = - ] || [ "${fragment:0:1}" = / ] || fragment=$caller_dir/$fragment
-  [ "$fragment" = - ] || [ -r "$fragment" ] || { echo "cannot read $fragment" >&2; exit 2; }
+  parse_variant "$spec"
+  name=$variant_name
   mkdir -p "$work/$name"
-  {
-    printf 'server:\n  listen: 127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:%s\nauth:\n  enabled: false\n' $port $((port + 1))
-    printf 'providers:\n  fast: {type: openai, base_url: "http://127.0.0.1:%s/v1"}\nroutes:\n  fast:\n    provider: fast\n' $MOCK
-    [ "$fragment" = - ] || sed "s/@OTLP_GRPC@/127.0.0.1:$OTLP_GRPC/g" "$fragment"
-  } >"$work/$name/config.yaml"
+  variant_config $port $MOCK "$variant_fragment" 127.0.0.1:$OTLP_GRPC >"$work/$name/config.yaml"
   taskset -c 0 "$bin/tollgate" serve --config "$work/$name/config.yaml" --log-format json \
     >"$work/$name/out.log" 2>&1 &
   tg_pid[$name]=$!
@@ -65,17 +51,9 @@ for spec in "$@"; do
   port=$((port + 2))
 done
 
-# Ready when every admin listener says so, and the receiver answers.
+# Ready when every admin listener says so.
 for name in "${names[@]}"; do
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:${tg_admin[$name]}/readyz" >/dev/null && break
-    sleep 0.1
-  done
-  curl -sf "http://127.0.0.1:${tg_admin[$name]}/readyz" >/dev/null || { cat "$work/$name/out.log"; exit 1; }
-done
-for _ in $(seq 100); do
-  curl -s -o /dev/null -X POST -H 'content-type: application/x-protobuf' "http://127.0.0.1:$OTLP_HTTP/v1/traces" && break
-  sleep 0.1
+  wait_ready "${tg_admin[$name]}" "$work/$name/out.log"
 done
 
 # CPU nanoseconds of every thread of a process.
