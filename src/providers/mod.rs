@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod endpoints;
 pub mod openai;
+pub mod vertex;
 
 use std::sync::Arc;
 

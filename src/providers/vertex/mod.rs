@@ -1,0 +1,6 @@
+//! Vertex AI (Gemini): translation between the OpenAI chat format and Gemini's
+//! `generateContent`, both ways, and Google's error format.
+
+pub mod errors;
+pub mod request;
+pub mod response;
