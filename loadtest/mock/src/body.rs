@@ -1,5 +1,6 @@
-//! Response bodies: whole, aborting, stalled, and the paced SSE stream.
+//! Response bodies: whole, aborting, stalled, and the paced event stream (SSE or JSON array).
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -7,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -34,8 +36,8 @@ pub(crate) enum MockBody {
     },
     /// Headers only; the body never makes progress.
     Stall { declared: u64 },
-    /// A paced SSE stream.
-    Sse(Box<SseBody>),
+    /// A paced stream of events (OpenAI SSE, Gemini SSE or a Gemini JSON array).
+    Sse(Box<SseBody<dyn EventPlan>>),
 }
 
 /// Progress of an aborting body after its data went out.
@@ -131,7 +133,28 @@ pub(crate) enum Ending {
     Stall,
 }
 
-/// Shape of a stream's events, fixed when the request is handled.
+/// The events of one stream: what each one looks like and when it is due. One plan per wire
+/// format; [`SseBody`] paces them and applies the fault endings.
+pub(crate) trait EventPlan: fmt::Debug + Send + Sync {
+    /// Events of an unfaulted stream: content, then any trailer (usage, `[DONE]`, a closing `]`).
+    fn total_events(&self) -> usize;
+    /// Events that carry content; `truncate-after` and `error-after` stop at or before these.
+    fn content_events(&self) -> usize;
+    /// The bytes of event `i` (`i < total_events()`).
+    fn render(&self, i: usize) -> Bytes;
+    /// Pause before event `i`.
+    fn delay_before(&self, i: usize) -> Duration;
+    /// The error that ends a stream after `sent` events (the `error-after` fault).
+    fn error_event(&self, sent: usize) -> Bytes;
+    /// Makes the first event invalid JSON (the `malformed` fault).
+    fn malform_first(&mut self);
+    /// `content-type` of the response.
+    fn content_type(&self) -> HeaderValue {
+        HeaderValue::from_static("text/event-stream")
+    }
+}
+
+/// Shape of an OpenAI stream's events, fixed when the request is handled.
 #[derive(Debug)]
 pub(crate) struct SsePlan {
     pub(crate) render: SseRender,
@@ -145,14 +168,13 @@ pub(crate) struct SsePlan {
     pub(crate) malformed_first: bool,
 }
 
-impl SsePlan {
-    /// Content chunks sent by an unfaulted stream.
-    pub(crate) fn content_events(&self) -> usize {
+impl EventPlan for SsePlan {
+    fn content_events(&self) -> usize {
         self.completion_tokens.max(1)
     }
 
-    /// Data events of an unfaulted stream: content, optional usage, `[DONE]`.
-    pub(crate) fn total_events(&self) -> usize {
+    /// Content, optional usage, `[DONE]`.
+    fn total_events(&self) -> usize {
         self.content_events() + usize::from(self.include_usage) + 1
     }
 
@@ -173,8 +195,8 @@ impl SsePlan {
         }
     }
 
-    /// Pause before event `i`: ttft before the first, inter_token between content chunks;
-    /// usage and `[DONE]` follow the last chunk at once, as real servers do.
+    /// Ttft before the first event, inter_token between content chunks; usage and `[DONE]`
+    /// follow the last chunk at once, as real servers do.
     fn delay_before(&self, i: usize) -> Duration {
         if i == 0 {
             self.ttft
@@ -184,12 +206,20 @@ impl SsePlan {
             Duration::ZERO
         }
     }
+
+    fn error_event(&self, _sent: usize) -> Bytes {
+        self.render.error()
+    }
+
+    fn malform_first(&mut self) {
+        self.malformed_first = true;
+    }
 }
 
 /// A stream that sends `limit` events of its plan, then applies its [`Ending`].
+/// The plan is the last field so a `Box<SseBody<P>>` coerces to `Box<SseBody<dyn EventPlan>>`.
 #[derive(Debug)]
-pub(crate) struct SseBody {
-    plan: SsePlan,
+pub(crate) struct SseBody<P: ?Sized + EventPlan> {
     next: usize,
     limit: usize,
     ending: Ending,
@@ -198,10 +228,11 @@ pub(crate) struct SseBody {
     flushed: bool,
     done: bool,
     guard: StreamGuard,
+    plan: P,
 }
 
-impl SseBody {
-    pub(crate) fn new(plan: SsePlan, limit: usize, ending: Ending, guard: StreamGuard) -> Self {
+impl<P: EventPlan> SseBody<P> {
+    pub(crate) fn new(plan: P, limit: usize, ending: Ending, guard: StreamGuard) -> Self {
         let limit = limit.min(plan.total_events());
         Self {
             plan,
@@ -215,7 +246,9 @@ impl SseBody {
             guard,
         }
     }
+}
 
+impl<P: ?Sized + EventPlan> SseBody<P> {
     fn finish(&mut self) {
         self.done = true;
         self.guard.complete();
@@ -236,7 +269,7 @@ impl SseBody {
                 }
                 Ending::Error => {
                     self.finish();
-                    Poll::Ready(Some(Ok(Frame::data(self.plan.render.error()))))
+                    Poll::Ready(Some(Ok(Frame::data(self.plan.error_event(self.next)))))
                 }
                 Ending::Reset if !self.flushed => {
                     // hyper drops unflushed bytes when a body fails; let it write them first.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use crate::fault::Fault;
+use crate::vertex_config::VertexConfig;
 
 /// Error returned when a duration, latency, line-ending or fault spec cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct MockConfig {
     pub line_ending: LineEnding,
     /// Emit a `: keep-alive` comment event before each SSE data event.
     pub keepalive_comments: bool,
+    /// The Vertex AI (Gemini) surface, its auth and the token endpoints.
+    pub vertex: VertexConfig,
 }
 
 impl Default for MockConfig {
@@ -55,6 +58,7 @@ impl Default for MockConfig {
             fault: None,
             line_ending: LineEnding::Lf,
             keepalive_comments: false,
+            vertex: VertexConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,9 +15,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::body::{AbortState, Ending, MockBody, SseBody, SsePlan};
+use crate::body::{AbortState, Ending, EventPlan, MockBody, SseBody, SsePlan};
 use crate::config::{Effective, MockConfig};
 use crate::fault::Fault;
+use crate::google_auth::{AuthState, METADATA_TOKEN_PATH};
+use crate::google_error::{GoogleError, GrpcStatus};
 use crate::responses::{self, Generated, Surface, Usage};
 use crate::sse::SseRender;
 use crate::stats::{MockStats, RecordedRequest, StreamGuard};
@@ -31,15 +34,57 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) stats: Arc<MockStats>,
+    pub(crate) auth: Arc<AuthState>,
     next_id: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(config: MockConfig, stats: Arc<MockStats>) -> Self {
-        Self {
+    /// `addr` is where the server listens: the token endpoint's default audience names it.
+    pub(crate) fn new(
+        config: MockConfig,
+        stats: Arc<MockStats>,
+        addr: SocketAddr,
+    ) -> io::Result<Self> {
+        let auth = Arc::new(AuthState::new(&config.vertex.token, addr)?);
+        Ok(Self {
             config,
             stats,
+            auth,
             next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A number no other response of this server has had.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Which wire format error bodies take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    /// Google's `{"error":{code,message,status}}`; `array` wraps it as `[...]` (the JSON-array
+    /// stream endpoint).
+    Google {
+        array: bool,
+    },
+}
+
+impl Dialect {
+    fn json_type(self) -> HeaderValue {
+        match self {
+            Dialect::OpenAi => JSON,
+            Dialect::Google { .. } => HeaderValue::from_static("application/json; charset=UTF-8"),
+        }
+    }
+
+    fn error(self, code: u16, message: &str) -> Response<MockBody> {
+        match self {
+            Dialect::OpenAi => error_response(code, message),
+            Dialect::Google { array } => {
+                GoogleError::new(GrpcStatus::for_http(code), message).response(array)
+            }
         }
     }
 }
@@ -68,13 +113,13 @@ struct EmbeddingRequest<'a> {
 }
 
 /// A successful answer before faults are applied.
-enum Prepared {
+pub(crate) enum Prepared<P = SsePlan> {
     /// A 200 JSON body, sent after `delay` (the simulated generation time).
     Json {
         body: Bytes,
         delay: Duration,
     },
-    Stream(SsePlan),
+    Stream(P),
 }
 
 /// The hyper service function. `Err` makes hyper drop the connection without a response.
@@ -102,6 +147,21 @@ pub(crate) async fn handle(
         version: parts.version,
     });
 
+    if let Some(route) = crate::vertex::route(parts.uri.path()) {
+        return crate::vertex::handle(route, &parts, &body, &shared).await;
+    }
+    if parts.uri.path() == shared.auth.token_path() {
+        if parts.method != Method::POST {
+            return Ok(error_response(405, "the token endpoint takes POST"));
+        }
+        return Ok(shared.auth.token(&body, &shared.stats).await);
+    }
+    if parts.uri.path() == METADATA_TOKEN_PATH {
+        if parts.method != Method::GET {
+            return Ok(error_response(405, "the metadata token takes GET"));
+        }
+        return Ok(shared.auth.metadata(&parts.headers, &shared.stats).await);
+    }
     let surface = match (parts.uri.path(), &parts.method) {
         ("/v1/chat/completions", &Method::POST) => Some(Surface::Chat),
         ("/v1/completions", &Method::POST) => Some(Surface::Completion),
@@ -127,7 +187,7 @@ pub(crate) async fn handle(
         Ok(p) => p,
         Err(message) => return Ok(error_response(400, &message)),
     };
-    respond(prepared, &eff, &shared).await
+    respond(prepared, &eff, &shared, Dialect::OpenAi).await
 }
 
 fn generation(
@@ -148,7 +208,7 @@ fn generation(
         _ => (eff.tokens, "stop"),
     };
     let prompt = responses::prompt_tokens(body.len());
-    let id = surface.id(shared.next_id.fetch_add(1, Ordering::Relaxed));
+    let id = surface.id(shared.next_id());
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -208,11 +268,13 @@ fn embeddings(body: &[u8]) -> Result<Prepared, String> {
     })
 }
 
-/// Applies the fault (if any), waits out the pre-header delays, and builds the response.
-async fn respond(
-    prepared: Prepared,
+/// Applies the fault (if any), waits out the pre-header delays, and builds the response;
+/// `dialect` shapes the error bodies faults produce.
+pub(crate) async fn respond<P: EventPlan + 'static>(
+    prepared: Prepared<P>,
     eff: &Effective,
     shared: &Shared,
+    dialect: Dialect,
 ) -> Result<Response<MockBody>, io::Error> {
     let mut pre_headers = shared.config.latency.sample();
     let response = match (&eff.fault, prepared) {
@@ -224,7 +286,7 @@ async fn respond(
                 body,
             }),
             _,
-        ) => status_response(*code, *retry_after, body.as_deref()),
+        ) => status_response(*code, *retry_after, body.as_deref(), dialect),
         (Some(Fault::WrongContentType), _) => with_type(
             StatusCode::OK,
             MockBody::full(Bytes::from_static(b"tollgate-mock: this is not JSON\n")),
@@ -232,7 +294,7 @@ async fn respond(
         ),
         (fault, Prepared::Json { body, delay }) => {
             pre_headers += delay;
-            json_with_fault(fault.as_ref(), body)
+            json_with_fault(fault.as_ref(), body, dialect)
         }
         (fault, Prepared::Stream(mut plan)) => {
             // Created before any wait so a client leaving during the wait counts as a cancel.
@@ -246,17 +308,14 @@ async fn respond(
                 Some(Fault::TruncateAfter(n)) => ((*n).min(content), Ending::Clean),
                 Some(Fault::ErrorAfter(n)) => ((*n).min(content), Ending::Error),
                 Some(Fault::Malformed) => {
-                    plan.malformed_first = true;
+                    plan.malform_first();
                     (total, Ending::Clean)
                 }
                 _ => (total, Ending::Clean),
             };
+            let content_type = plan.content_type();
             let body = MockBody::Sse(Box::new(SseBody::new(plan, limit, ending, guard)));
-            let mut response = with_type(
-                StatusCode::OK,
-                body,
-                HeaderValue::from_static("text/event-stream"),
-            );
+            let mut response = with_type(StatusCode::OK, body, content_type);
             response
                 .headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -273,7 +332,7 @@ async fn respond(
 }
 
 /// A 200 JSON answer, altered by a fault that applies to whole bodies.
-fn json_with_fault(fault: Option<&Fault>, body: Bytes) -> Response<MockBody> {
+fn json_with_fault(fault: Option<&Fault>, body: Bytes, dialect: Dialect) -> Response<MockBody> {
     // Only faulted paths slice: slicing a fresh `Bytes` costs an allocation.
     let half = |body: &Bytes| body.slice(..body.len() / 2);
     let declared = body.len() as u64;
@@ -289,7 +348,7 @@ fn json_with_fault(fault: Option<&Fault>, body: Bytes) -> Response<MockBody> {
             MockBody::full(Bytes::from_static(responses::MALFORMED_JSON.as_bytes()))
         }
         // There is no "mid-stream" without a stream: fail the whole request the same way.
-        Some(Fault::ErrorAfter(_)) => {
+        Some(Fault::ErrorAfter(_)) if dialect == Dialect::OpenAi => {
             let error =
                 responses::error_json("mock mid-stream failure", "server_error", "mock_error");
             return with_type(
@@ -298,9 +357,10 @@ fn json_with_fault(fault: Option<&Fault>, body: Bytes) -> Response<MockBody> {
                 JSON,
             );
         }
+        Some(Fault::ErrorAfter(_)) => return dialect.error(500, "mock mid-stream failure"),
         _ => MockBody::full(body),
     };
-    with_type(StatusCode::OK, body, JSON)
+    with_type(StatusCode::OK, body, dialect.json_type())
 }
 
 fn with_type(status: StatusCode, body: MockBody, content_type: HeaderValue) -> Response<MockBody> {
@@ -314,7 +374,12 @@ fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn status_response(code: u16, retry_after: Option<u64>, raw: Option<&str>) -> Response<MockBody> {
+fn status_response(
+    code: u16,
+    retry_after: Option<u64>,
+    raw: Option<&str>,
+    dialect: Dialect,
+) -> Response<MockBody> {
     let mut response = match raw {
         Some(raw) => {
             // A raw body that does not look like JSON is labelled as text, like a proxy's error page.
@@ -326,7 +391,7 @@ fn status_response(code: u16, retry_after: Option<u64>, raw: Option<&str>) -> Re
             let body = MockBody::full(Bytes::copy_from_slice(raw.as_bytes()));
             with_type(status_code(code), body, content_type)
         }
-        None => error_response(code, &format!("mock fault: status {code}")),
+        None => dialect.error(code, &format!("mock fault: status {code}")),
     };
     if let Some(secs) = retry_after {
         response

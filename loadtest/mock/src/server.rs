@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::MockConfig;
+use crate::google_auth::{AuthState, TokenFailure, TokenHold};
 use crate::handler::{Shared, handle};
 use crate::stats::MockStats;
 
@@ -22,6 +23,7 @@ use crate::stats::MockStats;
 pub struct MockServer {
     addr: SocketAddr,
     stats: Arc<MockStats>,
+    auth: Arc<AuthState>,
     /// Dropping the sender is the shutdown signal every task watches.
     shutdown: Option<watch::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -34,16 +36,19 @@ impl MockServer {
     }
 
     /// Starts on `addr` (port 0 picks a free port). Must be called inside a tokio runtime.
+    /// Fails with `InvalidInput` if the token endpoint's public key does not parse.
     pub async fn start_on(addr: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(MockStats::default());
-        let shared = Arc::new(Shared::new(config, stats.clone()));
+        let shared = Arc::new(Shared::new(config, stats.clone(), addr)?);
+        let auth = shared.auth.clone();
         let (tx, rx) = watch::channel(());
         let task = tokio::spawn(accept_loop(listener, shared, rx));
         Ok(MockServer {
             addr,
             stats,
+            auth,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -62,6 +67,49 @@ impl MockServer {
     /// Live counters and the request log.
     pub fn stats(&self) -> &Arc<MockStats> {
         &self.stats
+    }
+
+    /// `http://ADDR`, the `base_url` a Vertex client uses in place of Google's host.
+    pub fn vertex_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://ADDR/token` (the configured path): the `token_uri` to put in a key file
+    /// (see `fixtures::service_account_json`).
+    pub fn token_url(&self) -> String {
+        format!("http://{}{}", self.addr, self.auth.token_path())
+    }
+
+    /// The `aud` the token endpoint requires: `token_url()` unless configured otherwise.
+    pub fn token_audience(&self) -> &str {
+        self.auth.audience()
+    }
+
+    /// `ADDR` (`host:port`), the metadata server's address.
+    pub fn metadata_host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Makes the next `n` token requests (token and metadata endpoints alike) fail with
+    /// `failure`, replacing any count still pending; 0 clears it.
+    pub fn fail_next_token_requests(&self, n: u64, failure: TokenFailure) {
+        self.auth.fail_next(n, failure);
+    }
+
+    /// Holds every token answer until the returned guard is dropped: requests arrive (and
+    /// are counted) but wait, so a test can pile gateway requests behind one refresh.
+    pub fn hold_token_responses(&self) -> TokenHold {
+        self.auth.hold()
+    }
+
+    /// Invalidates every token issued so far: the Vertex paths answer 401 to them.
+    pub fn revoke_issued_tokens(&self) {
+        self.auth.revoke_all();
+    }
+
+    /// Every token issued and not revoked, in no particular order.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.auth.issued_tokens()
     }
 
     /// Stops accepting, ends every connection, and waits for the accept loop to finish.

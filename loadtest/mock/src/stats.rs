@@ -29,6 +29,9 @@ pub struct MockStats {
     connections: AtomicU64,
     streams_completed: AtomicU64,
     streams_cancelled: AtomicU64,
+    token_requests: AtomicU64,
+    metadata_requests: AtomicU64,
+    tokens_issued: AtomicU64,
     /// Woken on every counter change so waiters re-check without polling.
     changed: Notify,
     recorded: Mutex<VecDeque<RecordedRequest>>,
@@ -72,6 +75,48 @@ impl MockStats {
     /// Resolves once `streams_completed() >= n`.
     pub async fn wait_streams_completed(&self, n: u64) {
         self.wait_until(&self.streams_completed, n).await;
+    }
+
+    /// Requests to the OAuth token endpoint, answered or not (a held one counts on arrival).
+    pub fn token_requests(&self) -> u64 {
+        self.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to the metadata server's token endpoint, with or without `Metadata-Flavor`.
+    pub fn metadata_requests(&self) -> u64 {
+        self.metadata_requests.load(Ordering::SeqCst)
+    }
+
+    /// Access tokens issued by the token and metadata endpoints together.
+    pub fn tokens_issued(&self) -> u64 {
+        self.tokens_issued.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once `token_requests() >= n`.
+    pub async fn wait_token_requests(&self, n: u64) {
+        self.wait_until(&self.token_requests, n).await;
+    }
+
+    /// Resolves once `metadata_requests() >= n`.
+    pub async fn wait_metadata_requests(&self, n: u64) {
+        self.wait_until(&self.metadata_requests, n).await;
+    }
+
+    /// Resolves once `tokens_issued() >= n`.
+    pub async fn wait_tokens_issued(&self, n: u64) {
+        self.wait_until(&self.tokens_issued, n).await;
+    }
+
+    pub(crate) fn token_requested(&self) {
+        self.bump(&self.token_requests);
+    }
+
+    pub(crate) fn metadata_requested(&self) {
+        self.bump(&self.metadata_requests);
+    }
+
+    pub(crate) fn token_issued(&self) {
+        self.bump(&self.tokens_issued);
     }
 
     /// The most recent request, if any.
