@@ -214,7 +214,7 @@ async fn admin_reload_needs_the_token_and_reports_what_happened() {
     // A provider whose definition did not change is carried over, pools and all.
     let provider_a = |gw: &Gateway| match &gw.shared.live.load().providers["a"] {
         Provider::Openai(p) => p.clone(),
-        Provider::Demo(_) => panic!("a is openai"),
+        Provider::Vertex(_) | Provider::Demo(_) => panic!("a is openai"),
     };
     let before = provider_a(&gw);
     let second = config_text(

@@ -26,6 +26,8 @@ pub struct Request<'a> {
     pub stream: bool,
     pub strip_usage: bool,
     pub limits: &'a Limits,
+    /// What a non-OpenAI upstream does with parameters it cannot take (the route's setting).
+    pub unsupported_params: crate::config::UnsupportedParams,
 }
 
 /// Runs the attempts of one request, starting with the chosen version. A pinned version is

@@ -165,6 +165,7 @@ async fn generate(
         stream,
         strip_usage: stream && !fields.include_usage,
         limits: &snapshot.limits,
+        unsupported_params: route.unsupported_params,
     };
     attempts::run(&exchange, &choice, &request).await
 }
@@ -184,10 +185,17 @@ async fn attempt(
         stream: request.stream,
         strip_usage: request.strip_usage,
         arrived: exchange.arrived,
+        call: upstream::Call::OpenAi,
     };
     match &version.provider {
         Provider::Openai(provider) => {
             upstream::forward(exchange, provider, version, request.limits, out).await
+        }
+        Provider::Vertex(provider) => {
+            let out = provider
+                .gemini_call(exchange, version, request.unsupported_params, out)
+                .await?;
+            upstream::forward(exchange, &provider.upstream, version, request.limits, out).await
         }
         Provider::Demo(provider) => demo_answer(exchange, provider, version, out).await,
     }

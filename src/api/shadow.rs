@@ -74,6 +74,7 @@ pub fn mirror(
                 stream,
                 strip_usage: stream && !fields.include_usage,
                 limits: &limits,
+                unsupported_params: route.unsupported_params,
             };
             let version = &route.versions[index];
             // The copy's span reports what it sent, like the primary's.

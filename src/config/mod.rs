@@ -7,6 +7,7 @@
 mod duration;
 mod routes;
 mod tracing;
+mod vertex;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +16,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
-pub use routes::{RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
+pub use routes::{
+    RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, VersionConfig,
+};
 pub use tracing::{OtlpConfig, OtlpProtocol, TracingConfig};
+pub use vertex::{VertexCredentials, VertexProviderConfig};
 
 /// The whole config file.
 #[derive(Debug, Deserialize)]
@@ -135,6 +139,8 @@ pub enum ProviderConfig {
     Openai(OpenAiProviderConfig),
     /// Built in, no network: deterministic answers for demos and smoke tests.
     Demo(DemoProviderConfig),
+    /// Google's Vertex AI: Gemini behind the OpenAI surface.
+    Vertex(VertexProviderConfig),
 }
 
 /// Which HTTP version to speak to an upstream.
@@ -206,11 +212,11 @@ impl Default for EjectionConfig {
     }
 }
 
-fn default_connect_timeout() -> ConfigDuration {
+pub(crate) fn default_connect_timeout() -> ConfigDuration {
     ConfigDuration::from_secs(5)
 }
 
-fn default_pool_max_idle() -> usize {
+pub(crate) fn default_pool_max_idle() -> usize {
     256
 }
 

@@ -36,6 +36,22 @@ pub struct RouteConfig {
     /// `gen_ai.output.messages`). Off by default: content often holds personal data.
     #[serde(default)]
     pub trace_content: bool,
+    /// For versions on providers that do not speak OpenAI (Vertex AI): what to do with a
+    /// request parameter that has no equivalent there. `reject` (the default) answers 400
+    /// naming it; `drop` sends the request without it.
+    #[serde(default)]
+    pub unsupported_params: UnsupportedParams,
+}
+
+/// What to do with an OpenAI parameter Gemini has no equivalent for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsupportedParams {
+    /// Answer 400 naming the parameter: the caller learns it had no effect.
+    #[default]
+    Reject,
+    /// Leave it out of the upstream request.
+    Drop,
 }
 
 /// A route's retry budget.

@@ -70,12 +70,14 @@ pub enum ErrorKind {
     UpstreamResponseTooLarge,
     UpstreamRateLimited,
     UpstreamStatus,
+    UpstreamCredentialsUnavailable,
+    UpstreamCredentialsRejected,
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 28] = [
+    pub const ALL: [ErrorKind; 30] = [
         ErrorKind::MalformedRequest,
         ErrorKind::HeadersTooLarge,
         ErrorKind::HeaderReadTimeout,
@@ -103,6 +105,8 @@ impl ErrorKind {
         ErrorKind::UpstreamResponseTooLarge,
         ErrorKind::UpstreamRateLimited,
         ErrorKind::UpstreamStatus,
+        ErrorKind::UpstreamCredentialsUnavailable,
+        ErrorKind::UpstreamCredentialsRejected,
         ErrorKind::Internal,
     ];
 
@@ -139,6 +143,10 @@ impl ErrorKind {
             UpstreamRateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited", Fault::Upstream),
             // An upstream error answer passed through as is; its own status wins.
             UpstreamStatus => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error_status", Fault::Upstream),
+            // Tollgate could not get a token for the upstream (Vertex AI): the token server is
+            // unreachable or failing, or it refused the credentials.
+            UpstreamCredentialsUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "upstream_credentials_unavailable", Fault::Upstream),
+            UpstreamCredentialsRejected => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_credentials_rejected", Fault::Upstream),
             Internal => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_error", "internal_error", Fault::Gateway),
         }
     }

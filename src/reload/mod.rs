@@ -215,6 +215,7 @@ fn same_state(running: &snapshot::Snapshot, next: &snapshot::Snapshot) -> bool {
         && next.providers.iter().all(|(name, provider)| {
             match (provider, running.providers.get(name)) {
                 (Provider::Openai(new), Some(Provider::Openai(old))) => Arc::ptr_eq(new, old),
+                (Provider::Vertex(new), Some(Provider::Vertex(old))) => Arc::ptr_eq(new, old),
                 (Provider::Demo(_), Some(Provider::Demo(_))) => true,
                 _ => false,
             }

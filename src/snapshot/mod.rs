@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{KeyTable, Tenant};
 use crate::config::{Config, ProviderConfig};
-use crate::providers::{DemoProvider, OpenAiProvider, Provider};
+use crate::providers::{DemoProvider, OpenAiProvider, Provider, VertexProvider};
 use crate::telemetry::metrics::{Metrics, RequestCounters};
 
 /// The tenant every caller is while auth is off.
@@ -116,6 +116,16 @@ pub fn recompile(
                 }
             }
             ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(name, cfg))),
+            ProviderConfig::Vertex(cfg) => {
+                let fresh = VertexProvider::compile(name, cfg, workers, metrics)
+                    .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?;
+                match previous.and_then(|p| p.providers.get(name.as_str())) {
+                    Some(Provider::Vertex(running)) if running.fingerprint == fresh.fingerprint => {
+                        Provider::Vertex(running.clone())
+                    }
+                    _ => Provider::Vertex(Arc::new(fresh)),
+                }
+            }
         };
         providers.insert(name.as_str(), compiled);
     }

@@ -8,7 +8,7 @@ use http::HeaderValue;
 
 use super::{CompileError, problem};
 use crate::api::decode::{GENERATION_PARAMS, ParamDefault, generation_param};
-use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, VersionConfig};
+use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, VersionConfig};
 use crate::providers::Provider;
 use crate::providers::openai::static_headers;
 use crate::routing::Split;
@@ -47,6 +47,8 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Prompts and completions go on this route's spans.
     pub trace_content: bool,
+    /// Parameters a non-OpenAI upstream cannot take: refused or dropped.
+    pub unsupported_params: UnsupportedParams,
 }
 
 /// A route's retry budget, compiled.
@@ -238,6 +240,7 @@ pub fn compile(
             max_backoff: route.retry.max_backoff.0,
         },
         trace_content: route.trace_content,
+        unsupported_params: route.unsupported_params,
     })
 }
 
@@ -303,6 +306,11 @@ fn compile_version(
     let timeouts = version.timeouts.unwrap_or(route.timeouts);
     check_timeouts(&format!("{path}.timeouts"), &timeouts)?;
     let upstream_model = version.upstream_model.as_deref().unwrap_or(alias);
+    if let Provider::Vertex(vertex) = provider {
+        vertex
+            .check_model(upstream_model)
+            .map_err(|why| problem(format!("{path}.upstream_model"), why))?;
+    }
     let upstream_model_json = serde_json::to_vec(upstream_model)
         .map_err(|e| problem(format!("{path}.upstream_model"), e.to_string()))?;
     Ok(Version {
@@ -360,7 +368,7 @@ fn version_headers(
         if RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(problem(at, "set by the gateway itself"));
         }
-        if let Provider::Openai(p) = provider
+        if let Some(p) = provider.connections()
             && p.headers.contains_key(name)
         {
             return Err(problem(at, format!("already set by provider `{}`", p.name)));

@@ -16,6 +16,7 @@ use crate::providers::openai::Transport;
 use crate::snapshot::{Limits, Version};
 use crate::telemetry::metrics::Operation;
 use crate::upstream::client::HttpClient;
+use crate::upstream::gemini;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::openai_view::AnswerView;
 use crate::upstream::source::Source;
@@ -49,6 +50,26 @@ pub struct Outbound {
     /// Drop the usage-only chunk: the gateway asked for it, the client did not.
     pub strip_usage: bool,
     pub arrived: Instant,
+    pub call: Call,
+}
+
+/// The upstream's API: the OpenAI surface of the endpoint, or Gemini's.
+pub enum Call {
+    OpenAi,
+    /// Boxed: rare beside OpenAI calls, and large.
+    Gemini(Box<GeminiCall>),
+}
+
+/// A Gemini `generateContent` call: `body` is already in Gemini's format, and the answer
+/// is translated back to OpenAI's.
+pub struct GeminiCall {
+    /// Path and query on the endpoint, e.g. `/v1/projects/p/locations/l/publishers/google/
+    /// models/m:streamGenerateContent?alt=sse`.
+    pub path: String,
+    /// The credentials' header (`authorization` or `x-goog-api-key`).
+    pub auth: (HeaderName, HeaderValue),
+    /// Names the answer until Gemini's `modelVersion` does.
+    pub model: Box<str>,
 }
 
 /// Headers that describe one hop, not the message; never copied from upstream to client.
@@ -94,10 +115,23 @@ pub async fn forward(
     let sending = async {
         match &endpoint.transport {
             Transport::Lean { client, prefixes } => {
-                let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
                 let [traceparent, tracestate] = trace.lines();
-                let lines = [&version.header_lines[..], traceparent, tracestate];
-                let request = h1::encode_request(prefix, &lines, accept, &out.body);
+                let request = match &out.call {
+                    Call::OpenAi => {
+                        let prefix = &prefixes[OpenAiProvider::surface_index(out.surface)];
+                        let lines = [&version.header_lines[..], traceparent, tracestate];
+                        h1::encode_request(prefix, &lines, accept, &out.body)
+                    }
+                    // Built per request: the path depends on the model and the token on
+                    // the time; next to a remote model's latency the copy is nothing.
+                    Call::Gemini(call) => {
+                        let prefix =
+                            h1::request_prefix(&call.path, &endpoint.label, &provider.headers);
+                        let auth = gemini::header_line(&call.auth.0, &call.auth.1);
+                        let lines = [&version.header_lines[..], &auth, traceparent, tracestate];
+                        h1::encode_request(&prefix, &lines, accept, &out.body)
+                    }
+                };
                 let (head, body) = client
                     .send(&request)
                     .await
@@ -105,12 +139,18 @@ pub async fn forward(
                 Ok((head.status, head.headers, Source::H1(body)))
             }
             Transport::Hyper(clients) => {
-                let uri = endpoint.uri(out.surface).clone();
+                let (uri, auth) = match &out.call {
+                    Call::OpenAi => (endpoint.uri(out.surface).clone(), None),
+                    Call::Gemini(call) => (
+                        gemini::uri(endpoint.uri(out.surface), &call.path)?,
+                        Some(&call.auth),
+                    ),
+                };
                 let (status, headers, incoming) = send_hyper(
                     provider,
                     version,
                     clients,
-                    uri,
+                    (uri, auth),
                     accept,
                     out.body.clone(),
                     &trace,
@@ -149,16 +189,30 @@ pub async fn forward(
             return Err(err);
         }
     };
-    if retryable_status(status) {
-        let asked = crate::upstream::retry_after(&headers);
-        endpoint.health.failed(&provider.ejection, asked, now);
-    } else {
-        endpoint.health.succeeded(started.elapsed(), now);
-    }
     let stats = ExchangeStats {
         upstream_status: Some(status.as_u16()),
         ..ExchangeStats::for_exchange(exchange, out.stream)
     };
+    if let Call::Gemini(_) = &out.call
+        && !status.is_success()
+    {
+        // Google puts the retry delay in the body: read it before the endpoint learns.
+        let reading = Instant::now();
+        let answer = gemini::error_answer(status, source, limits, deadlines.total, stats).await;
+        exchange.add_wait(reading.elapsed());
+        if let Ok(response) = &answer {
+            learn(
+                endpoint,
+                provider,
+                response.status(),
+                response.headers(),
+                started,
+                now,
+            );
+        }
+        return answer;
+    }
+    learn(endpoint, provider, status, &headers, started, now);
     let mut answer = answer(
         exchange,
         (status, headers, source),
@@ -172,6 +226,23 @@ pub async fn forward(
         response.body_mut().hold(in_flight);
     }
     answer
+}
+
+/// The endpoint's health learns from an answer's status (and its retry-after).
+fn learn(
+    endpoint: &crate::providers::openai::Endpoint,
+    provider: &OpenAiProvider,
+    status: StatusCode,
+    headers: &HeaderMap,
+    started: Instant,
+    now: u64,
+) {
+    if retryable_status(status) {
+        let asked = crate::upstream::retry_after(headers);
+        endpoint.health.failed(&provider.ejection, asked, now);
+    } else {
+        endpoint.health.succeeded(started.elapsed(), now);
+    }
 }
 
 /// The client's response from an upstream head and body source.
@@ -193,6 +264,15 @@ async fn answer(
         return answer;
     }
     if out.stream {
+        if let Call::Gemini(call) = out.call {
+            // Gemini frames its stream as SSE or as a JSON array; the translator tells which.
+            let source = gemini::translated(source, &call.model);
+            let tee = Tee::new(source, out.strip_usage, deadlines, out.arrived);
+            let mut response = Response::new(GatewayBody::stream(tee, stats));
+            *response.headers_mut() = headers;
+            set_stream_headers(response.headers_mut());
+            return Ok(response);
+        }
         let is_sse = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -213,7 +293,10 @@ async fn answer(
     let reading = Instant::now();
     let body = read_body(source, limits, deadlines.total).await;
     exchange.add_wait(reading.elapsed());
-    let body = body?;
+    let mut body = body?;
+    if let Call::Gemini(call) = &out.call {
+        body = gemini::completion_body(&body, &call.model)?;
+    }
     let view = AnswerView::parse(&body).map_err(|_| {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,
@@ -257,7 +340,7 @@ async fn send_hyper(
     provider: &OpenAiProvider,
     version: &Version,
     clients: &[HttpClient],
-    uri: http::Uri,
+    (uri, auth): (http::Uri, Option<&(HeaderName, HeaderValue)>),
     accept: &'static str,
     body: Bytes,
     trace: &TraceHeaders,
@@ -278,6 +361,9 @@ async fn send_hyper(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+    if let Some((name, value)) = auth {
+        headers.insert(name.clone(), value.clone());
+    }
     trace.insert_into(headers);
     match client.request(request).await {
         Ok(response) => {
@@ -315,7 +401,7 @@ pub fn set_stream_headers(headers: &mut HeaderMap) {
 }
 
 /// Reads a whole upstream body within the response-size limit and the total deadline.
-async fn read_body(
+pub(super) async fn read_body(
     mut source: Source,
     limits: &Limits,
     total: Instant,
@@ -368,30 +454,53 @@ async fn read_body(
 /// passed through with its status; anything else is replaced by a gateway error.
 async fn upstream_error(
     status: StatusCode,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
     source: Source,
     limits: &Limits,
     total: Instant,
-    mut stats: ExchangeStats,
+    stats: ExchangeStats,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body = read_body(source, limits, total).await?;
     let is_openai_error = AnswerView::parse(&body).is_ok_and(|view| view.error.is_some());
     if !is_openai_error {
-        let mut err = GatewayError::new(
-            if status == StatusCode::TOO_MANY_REQUESTS {
-                ErrorKind::UpstreamRateLimited
-            } else {
-                ErrorKind::UpstreamProtocol
-            },
-            format!(
-                "upstream answered HTTP {} without an OpenAI error body",
-                status.as_u16()
-            ),
-        );
-        err.retry_after = crate::upstream::retry_after(&headers);
-        err.retryable = retryable_status(status);
-        return Err(err);
+        let retry_after = crate::upstream::retry_after(&headers);
+        return Err(unexplained_error(status, retry_after, "an OpenAI"));
     }
+    Ok(error_response(status, headers, body, stats))
+}
+
+/// An upstream error status whose body is not an error in the upstream's own format
+/// (`expected`, e.g. "an OpenAI"): replaced by a gateway error.
+pub(super) fn unexplained_error(
+    status: StatusCode,
+    retry_after: Option<std::time::Duration>,
+    expected: &str,
+) -> GatewayError {
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        ErrorKind::UpstreamRateLimited
+    } else {
+        ErrorKind::UpstreamProtocol
+    };
+    let mut err = GatewayError::new(
+        kind,
+        format!(
+            "upstream answered HTTP {} without {expected} error body",
+            status.as_u16()
+        ),
+    );
+    err.retry_after = retry_after;
+    err.retryable = retryable_status(status);
+    err
+}
+
+/// An upstream's error answer in OpenAI's format, passed to the client with `status` and
+/// `headers`, marked as the upstream's.
+pub(super) fn error_response(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    mut stats: ExchangeStats,
+) -> Response<GatewayBody> {
     stats.error = Some(ErrorKind::UpstreamStatus);
     headers.insert(
         header::CONTENT_TYPE,
@@ -404,7 +513,7 @@ async fn upstream_error(
     let mut response = Response::new(GatewayBody::full(body, stats));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
-    Ok(response)
+    response
 }
 
 /// Statuses worth another attempt: overload and server-side failures, never client errors.

@@ -2,6 +2,7 @@
 
 pub mod client;
 mod forward;
+pub mod gemini;
 pub mod h1;
 pub mod openai_view;
 pub mod source;
@@ -9,7 +10,9 @@ pub mod sse;
 pub mod stats;
 pub mod tee;
 
-pub use forward::{Outbound, Surface, forward, retryable_status, set_stream_headers};
+pub use forward::{
+    Call, GeminiCall, Outbound, Surface, forward, retryable_status, set_stream_headers,
+};
 
 /// `Retry-After` in seconds, as an upstream sent it.
 pub fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {

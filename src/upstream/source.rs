@@ -15,6 +15,8 @@ pub enum Source {
     /// The lean HTTP/1.1 client's body, read straight from the upstream connection.
     H1(crate::upstream::h1::H1Body),
     Demo(DemoStream),
+    /// A Gemini stream, translated to OpenAI's chunks on the way.
+    Gemini(Box<crate::upstream::gemini::TranslatedStream>),
     /// Finished or abandoned; holds nothing, so the upstream connection is already released.
     Closed,
     /// Chunks already in memory, replayed in order: what tests and benches feed the tee to
@@ -50,6 +52,7 @@ impl Source {
             },
             Source::H1(body) => body.poll_chunk(cx),
             Source::Demo(stream) => stream.poll_chunk(cx).map(|c| c.map(Ok)),
+            Source::Gemini(stream) => stream.poll_chunk(cx),
             Source::Closed => Poll::Ready(None),
             Source::Replay { chunks, ends } => match chunks.pop_front() {
                 None if !*ends => Poll::Pending,

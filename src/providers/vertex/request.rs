@@ -11,18 +11,8 @@ use serde_json::value::RawValue;
 
 use super::contents::{self, GeminiContent, Message};
 use crate::api::decode::GENERATION_PARAMS;
+use crate::config::UnsupportedParams;
 use crate::error::{ErrorKind, GatewayError};
-
-/// What to do with an OpenAI parameter Gemini has no equivalent for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnsupportedParams {
-    /// Answer 400 naming the parameter: the caller learns it had no effect.
-    #[default]
-    Reject,
-    /// Leave it out of the upstream request.
-    Drop,
-}
 
 /// Top-level fields besides the generation parameters (each of [`GENERATION_PARAMS`] has a
 /// Gemini equivalent) that Gemini can express or the gateway itself handles (model, stream,

@@ -358,7 +358,7 @@ fn client_span(
         attr!(span, "gen_ai.request.seed", Value::Int(v));
     }
     attr!(span, "gen_ai.request.stream", Value::Bool(request.stream));
-    if let crate::providers::Provider::Openai(provider) = &version.provider
+    if let Some(provider) = version.provider.connections()
         && let Some(endpoint) = attempt.endpoint.and_then(|i| provider.endpoints.get(i))
     {
         attr!(span, "server.address", Value::Str(&endpoint.host));

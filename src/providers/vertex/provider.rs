@@ -1,0 +1,226 @@
+//! The `vertex` provider as compiled from config: the Vertex AI host for a location, the
+//! resource path of a model, the connections to it, and the credentials that sign requests.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::credentials::{Credentials, TokenHttp};
+use super::labels::billing_labels;
+use super::request;
+use crate::config::{
+    OpenAiProviderConfig, UnsupportedParams, VertexCredentials, VertexProviderConfig,
+};
+use crate::error::{ErrorKind, GatewayError};
+use crate::exchange::Exchange;
+use crate::providers::openai::{CompileProblem, OpenAiProvider};
+use crate::snapshot::Version;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::{Call, GeminiCall, Outbound, Surface};
+
+/// A compiled Vertex AI provider.
+pub struct VertexProvider {
+    pub name: Box<str>,
+    /// The connections to the Vertex host: pooling, HTTP/2, ejection and health as for any
+    /// OpenAI-compatible upstream; the request path is given per call.
+    pub upstream: OpenAiProvider,
+    /// `/{version}/projects/{project}/locations/{location}`, or `/{version}` in express mode:
+    /// a model's resource path follows.
+    resource_prefix: Box<str>,
+    pub credentials: Credentials,
+    /// Digest of the config and credentials: a reload keeps the running provider (its
+    /// connections and cached token) while this is unchanged.
+    pub fingerprint: [u8; 32],
+}
+
+impl fmt::Debug for VertexProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VertexProvider")
+            .field("name", &self.name)
+            .field("resource_prefix", &self.resource_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Vertex AI host serving `location`.
+pub fn host(location: &str) -> String {
+    match location {
+        "global" => "aiplatform.googleapis.com".to_owned(),
+        // The multi-region endpoints keep processing within the US or the EU.
+        "us" | "eu" => format!("aiplatform.{location}.rep.googleapis.com"),
+        region => format!("{region}-aiplatform.googleapis.com"),
+    }
+}
+
+/// A project id, location or model id fit for a URL path: letters, digits and `-_.@`.
+fn path_safe(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+impl VertexProvider {
+    pub fn compile(
+        name: &str,
+        cfg: &VertexProviderConfig,
+        workers: usize,
+        metrics: &Metrics,
+    ) -> Result<Self, CompileProblem> {
+        let express = matches!(cfg.credentials, VertexCredentials::ApiKey { .. });
+        if !matches!(cfg.api_version.as_str(), "v1" | "v1beta1") {
+            return Err(("api_version".into(), "must be v1 or v1beta1".into()));
+        }
+        if !path_safe(&cfg.location) {
+            return Err(("location".into(), "not a Vertex AI location".into()));
+        }
+        let resource_prefix = match (&cfg.project, express) {
+            (Some(project), _) if path_safe(project) => format!(
+                "/{}/projects/{project}/locations/{}",
+                cfg.api_version, cfg.location
+            ),
+            (Some(_), _) => return Err(("project".into(), "not a project id".into())),
+            (None, true) => format!("/{}", cfg.api_version),
+            (None, false) => {
+                return Err((
+                    "project".into(),
+                    "required, except with credentials of type api_key (express mode)".into(),
+                ));
+            }
+        };
+        let base_url = match &cfg.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("https://{}", host(&cfg.location)),
+        };
+        let connections = OpenAiProviderConfig {
+            base_url: Some(base_url),
+            endpoints: Vec::new(),
+            ejection: cfg.ejection,
+            api_key_env: None,
+            api_key_file: None,
+            headers: Default::default(),
+            http: cfg.http,
+            ca_file: cfg.ca_file.clone(),
+            connect_timeout: cfg.connect_timeout,
+            pool_max_idle_per_host: cfg.pool_max_idle_per_host,
+        };
+        let upstream = OpenAiProvider::compile(name, &connections, workers, metrics).map_err(
+            |(key, why)| {
+                let key = if key == "base_url" {
+                    key
+                } else {
+                    format!("connection.{key}")
+                };
+                (key, why)
+            },
+        )?;
+        let credentials = Credentials::from_config_with(&cfg.credentials, &TokenHttp::of(cfg))
+            .map_err(|(key, why)| (format!("credentials.{key}"), why))?;
+        let mut digest = Sha256::new();
+        digest.update(format!("{cfg:?}").as_bytes());
+        digest.update(credentials.fingerprint());
+        Ok(Self {
+            name: name.into(),
+            upstream,
+            resource_prefix: resource_prefix.into(),
+            credentials,
+            fingerprint: digest.finalize().into(),
+        })
+    }
+
+    /// The path of `method` on `model`: a publisher model id (`gemini-2.5-flash`, taken as
+    /// Google's), `publishers/{publisher}/models/{id}`, or `endpoints/{id}` (a model deployed
+    /// to the project). Streams ask for SSE framing.
+    pub fn method_path(&self, model: &str, stream: bool) -> String {
+        let method = if stream {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        let prefix = &self.resource_prefix;
+        if model.starts_with("publishers/") || model.starts_with("endpoints/") {
+            format!("{prefix}/{model}:{method}")
+        } else {
+            format!("{prefix}/publishers/google/models/{model}:{method}")
+        }
+    }
+
+    /// `out`, an OpenAI chat request for `version`, as the Gemini call that serves it: the
+    /// translated body with billing labels, the model's path, the credentials' header.
+    pub async fn gemini_call(
+        &self,
+        exchange: &Exchange,
+        version: &Version,
+        unsupported: UnsupportedParams,
+        out: Outbound,
+    ) -> Result<Outbound, GatewayError> {
+        if out.surface != Surface::Chat {
+            return Err(GatewayError::new(
+                ErrorKind::UnsupportedParameter,
+                format!(
+                    "model routes to Vertex AI provider `{}`, which serves /v1/chat/completions only",
+                    self.name
+                ),
+            ));
+        }
+        let tenant = exchange.tenant.get().map_or("", |t| &*t.name);
+        let route = exchange.route.get().map_or("", |r| &*r.alias);
+        let labels = billing_labels(tenant, route, &version.name);
+        let labels = labels.each_ref().map(|(key, value)| (*key, value.as_str()));
+        let body = request::generate_content(&out.body, unsupported, &labels)?;
+        // Only the first requests after start wait here (for the first token): the time is
+        // Google's, not the gateway's.
+        let fetching = tokio::time::Instant::now();
+        let auth = self.credentials.header().await?;
+        exchange.add_wait(fetching.elapsed());
+        Ok(Outbound {
+            body: body.into(),
+            call: Call::Gemini(Box::new(GeminiCall {
+                path: self.method_path(&version.upstream_model, out.stream),
+                auth,
+                model: version.upstream_model.clone(),
+            })),
+            ..out
+        })
+    }
+
+    /// Checks a route version's model names a resource this provider can call.
+    pub fn check_model(&self, model: &str) -> Result<(), String> {
+        let mut segments = model.split('/');
+        let valid = match (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) {
+            (Some(id), None, _, _) => path_safe(id),
+            (Some("endpoints"), Some(id), None, _) => {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }
+            (Some("publishers"), Some(publisher), Some("models"), Some(id)) => {
+                path_safe(publisher) && path_safe(id) && segments.next().is_none()
+            }
+            _ => false,
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{model}` is not a Vertex model: a model id, publishers/PUBLISHER/models/ID or endpoints/ID"
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_by_location() {
+        assert_eq!(host("global"), "aiplatform.googleapis.com");
+        assert_eq!(host("us-central1"), "us-central1-aiplatform.googleapis.com");
+        assert_eq!(host("eu"), "aiplatform.eu.rep.googleapis.com");
+        assert_eq!(host("us"), "aiplatform.us.rep.googleapis.com");
+    }
+}
