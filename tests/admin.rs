@@ -155,6 +155,7 @@ async fn promtool_accepts_the_exposition() {
         "tollgate_gateway_overhead_seconds_bucket",
         "tollgate_upstream_fallbacks_total",
         "tollgate_upstream_retries_total",
+        "tollgate_finish_reasons_total",
     ] {
         assert!(
             text.contains(&format!("\n{family}{{")),

@@ -210,8 +210,12 @@ async fn a_blocked_prompt_is_a_content_filter_answer() {
             .contains("PROHIBITED_CONTENT")
     );
     let metrics = metrics(&gw).await;
-    assert!(
-        sum_where(&metrics, "tollgate_requests_total", &[("route", "blocked")]) >= 1.0,
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_finish_reasons_total{route=\"blocked\",version=\"flash\",reason=\"content_filter\"}"
+        ),
+        1.0,
         "{metrics}"
     );
 }

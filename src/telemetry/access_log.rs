@@ -122,6 +122,9 @@ pub fn record_metrics(
         .record(status, stats.error);
     if let Some(version) = version {
         record_genai(exchange, version, duration, stats);
+        if let Some(reason) = &stats.finish_reason {
+            version.metrics.record_finish(reason);
+        }
     }
     if let Some(kind) = stats.error {
         metrics.record_error(kind);

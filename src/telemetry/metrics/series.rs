@@ -10,6 +10,7 @@ use super::histogram::{
     TTFT_BUCKETS,
 };
 use crate::error::ErrorKind;
+use crate::upstream::openai_view::FinishReason;
 
 /// `gen_ai.operation.name` of the surfaces the gateway serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +104,21 @@ pub struct VersionMetrics {
     retries: AtomicU64,
     /// Attempts this version made as a fallback for another.
     fallbacks: AtomicU64,
+    /// Answers by finish reason, in [`FINISH_REASONS`] order: canaries that cut answers
+    /// short (`length`) or get filtered (`content_filter`) show here.
+    finish_reasons: [AtomicU64; FINISH_REASONS.len()],
 }
+
+/// The `reason` label values of `tollgate_finish_reasons_total`: OpenAI's finish reasons,
+/// and `other` for any a server invents (never its raw text: labels stay bounded).
+pub const FINISH_REASONS: [&str; 6] = [
+    "stop",
+    "length",
+    "tool_calls",
+    "content_filter",
+    "function_call",
+    "other",
+];
 
 fn route_labels(alias: &str, version: &str) -> String {
     format!(
@@ -183,6 +198,34 @@ impl VersionMetrics {
             attempts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            finish_reasons: Default::default(),
+        }
+    }
+
+    /// Counts an answer that ended with `reason`.
+    pub fn record_finish(&self, reason: &FinishReason) {
+        let slot = match reason {
+            FinishReason::Stop => 0,
+            FinishReason::Length => 1,
+            FinishReason::ToolCalls => 2,
+            FinishReason::ContentFilter => 3,
+            FinishReason::FunctionCall => 4,
+            FinishReason::Other(_) => 5,
+        };
+        self.finish_reasons[slot].fetch_add(1, Relaxed);
+    }
+
+    /// Writes this version's `tollgate_finish_reasons_total` lines.
+    pub(super) fn encode_finish_reasons(&self, out: &mut String) {
+        for (reason, count) in FINISH_REASONS.iter().zip(&self.finish_reasons) {
+            let value = count.load(Relaxed);
+            if value > 0 {
+                let _ = writeln!(
+                    out,
+                    "tollgate_finish_reasons_total{{{},reason=\"{reason}\"}} {value}",
+                    self.labels
+                );
+            }
         }
     }
 

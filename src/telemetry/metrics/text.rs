@@ -89,6 +89,16 @@ impl Metrics {
 
         family(
             &mut out,
+            "tollgate_finish_reasons_total",
+            "counter",
+            "Answers by the finish reason of their (first) choice, by route version.",
+        );
+        for version in &versions {
+            version.encode_finish_reasons(&mut out);
+        }
+
+        family(
+            &mut out,
             "tollgate_request_errors_total",
             "counter",
             "Requests that ended in an error, by error code and whose fault it was.",
