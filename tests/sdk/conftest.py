@@ -14,6 +14,7 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 GATEWAY_BIN = os.environ.get("TOLLGATE_BIN", os.path.join(TARGET, "debug", "tollgate"))
 MOCK_BIN = os.environ.get("TOLLGATE_MOCK_BIN", os.path.join(TARGET, "debug", "tollgate-mock"))
 CLIENT_KEY = "sk-sdk-test-key"
+VERTEX_KEY = "vertex-sdk-test-key"
 READY_TIMEOUT_S = 30
 
 
@@ -43,11 +44,16 @@ def start_mock(*args):
 
 @pytest.fixture(scope="session")
 def gateway():
-    """A gateway with auth on, routing `m` to a healthy mock and `broken` to one that resets."""
-    healthy, healthy_addr = start_mock("--tokens", "6", "--inter-token", "2ms")
+    """A gateway with auth on, routing `m` to a healthy mock and `broken` to one that resets,
+    and the `gemini*` aliases to the healthy mock's Vertex AI surface (express key)."""
+    healthy, healthy_addr = start_mock(
+        "--tokens", "6", "--inter-token", "2ms", "--vertex-api-key", VERTEX_KEY
+    )
     broken, broken_addr = start_mock("--tokens", "6", "--fault", "reset-after=2")
     api_port, admin_port = free_port(), free_port()
     key_hash = hashlib.sha256(CLIENT_KEY.encode()).hexdigest()
+    with tempfile.NamedTemporaryFile("w", suffix=".key", delete=False) as key_file:
+        key_file.write(VERTEX_KEY + "\n")
     config = f"""
 server:
   listen: 127.0.0.1:{api_port}
@@ -60,11 +66,33 @@ providers:
   broken:
     type: openai
     base_url: http://{broken_addr}/v1
+  vertex:
+    type: vertex
+    project: sdk-project
+    location: us-central1
+    base_url: http://{healthy_addr}
+    credentials: {{type: api_key, file: {key_file.name}}}
 routes:
   m:
     provider: healthy
   broken:
     provider: broken
+  gemini:
+    provider: vertex
+    upstream_model: gemini-2.5-flash
+  gemini-tools:
+    versions:
+      flash:
+        provider: vertex
+        upstream_model: gemini-2.5-flash
+        headers: {{x-mock-gemini: "tool_call=1"}}
+  gemini-quota:
+    retry: {{max_attempts: 1}}
+    versions:
+      flash:
+        provider: vertex
+        upstream_model: gemini-2.5-flash
+        headers: {{x-mock-gemini: "error=RESOURCE_EXHAUSTED:retry=2s"}}
 tenants:
   - name: sdk
     key_hashes: ["{key_hash}"]
@@ -85,8 +113,10 @@ tenants:
     for process in (healthy, broken):
         process.wait(timeout=READY_TIMEOUT_S)
     os.unlink(handle.name)
+    os.unlink(key_file.name)
     # Every line the gateway logged is JSON, and none carries the client key.
     rest = proc.stdout.read()
     for line in rest.splitlines():
         json.loads(line)
         assert CLIENT_KEY not in line
+        assert VERTEX_KEY not in line

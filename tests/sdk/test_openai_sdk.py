@@ -47,7 +47,13 @@ def test_completions_embeddings_and_models(client):
     assert completion.choices[0].text.strip()
     embedding = client.embeddings.create(model="m", input=["a", "b"])
     assert len(embedding.data) == 2
-    assert sorted(model.id for model in client.models.list()) == ["broken", "m"]
+    assert sorted(model.id for model in client.models.list()) == [
+        "broken",
+        "gemini",
+        "gemini-quota",
+        "gemini-tools",
+        "m",
+    ]
 
 
 def test_unknown_model_is_not_found(client):
