@@ -64,6 +64,27 @@ async fn http2_setting_speaks_h2c_to_a_plain_upstream() {
     );
 }
 
+#[tokio::test]
+async fn http2_requests_are_spread_over_the_configured_connections() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let extra = "    http: http2\n    http2_connections: 3\n";
+    let gw = gateway(&gateway_yaml(&mock.base_url(), extra)).await;
+    for _ in 0..7 {
+        let (status, _, body) = chat(&gw, CHAT).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // One worker, three clients in turn: each opened its one HTTP/2 connection and kept it.
+    assert_eq!(mock.stats().requests(), 7);
+    assert_eq!(mock.stats().connections(), 3);
+
+    let err = start_error(&gateway_yaml(
+        &mock.base_url(),
+        "    http2_connections: 0\n",
+    ))
+    .await;
+    assert!(err.contains("providers.mock.http2_connections"), "{err}");
+}
+
 /// A TLS front for the mock, with a certificate from a CA made for this test.
 struct TlsFront {
     addr: SocketAddr,

@@ -187,6 +187,10 @@ pub struct OpenAiProviderConfig {
     /// Idle pooled connections kept per upstream host.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle_per_host: usize,
+    /// HTTP/2 connections per host and worker, requests spread over them in turn: servers
+    /// cap the concurrent streams of one connection.
+    #[serde(default = "default_http2_connections")]
+    pub http2_connections: usize,
 }
 
 /// Passive outlier ejection of a provider's endpoints.
@@ -214,6 +218,10 @@ impl Default for EjectionConfig {
 
 pub(crate) fn default_connect_timeout() -> ConfigDuration {
     ConfigDuration::from_secs(5)
+}
+
+fn default_http2_connections() -> usize {
+    1
 }
 
 pub(crate) fn default_pool_max_idle() -> usize {

@@ -36,6 +36,10 @@ pub struct VertexProviderConfig {
     pub pool_max_idle_per_host: usize,
     #[serde(default)]
     pub ejection: EjectionConfig,
+    /// HTTP/2 connections per worker to the Vertex host, requests spread over them in turn:
+    /// Google serves at most 100 concurrent streams on one connection.
+    #[serde(default = "default_http2_connections")]
+    pub http2_connections: usize,
 }
 
 /// How Tollgate authenticates to Vertex AI. Secrets are read from files or the
@@ -62,6 +66,10 @@ pub enum VertexCredentials {
         #[serde(default)]
         file: Option<PathBuf>,
     },
+}
+
+fn default_http2_connections() -> usize {
+    4
 }
 
 fn default_location() -> String {

@@ -77,18 +77,39 @@ pub enum Transport {
         client: H1Client,
         prefixes: [Bytes; 3],
     },
-    /// TLS (HTTP/2 by ALPN) or h2c: hyper's client. One per worker: a pooled connection is
-    /// driven by a task on the worker that opened it, and reusing it from another would
-    /// wake that worker.
-    Hyper(Box<[HttpClient]>),
+    /// TLS (HTTP/2 by ALPN) or h2c: hyper's client. `per_worker` clients for each worker: a
+    /// pooled connection is driven by a task on the worker that opened it, and reusing it
+    /// from another would wake that worker. Each client keeps one HTTP/2 connection per
+    /// host, and servers cap the streams on one (Google at 100): a worker spreads its
+    /// requests over its clients in turn, so that many concurrent streams do not queue.
+    Hyper {
+        clients: Box<[HttpClient]>,
+        per_worker: usize,
+    },
+}
+
+thread_local! {
+    /// This worker thread's turn among its clients (no state shared between workers).
+    static NEXT_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl Transport {
-    /// The hyper client of the worker running this thread.
-    pub fn hyper_client(clients: &[HttpClient]) -> Option<&HttpClient> {
-        clients.get(crate::server::worker_index() % clients.len().max(1))
+    /// The next of the hyper clients of the worker running this thread.
+    pub fn hyper_client(clients: &[HttpClient], per_worker: usize) -> Option<&HttpClient> {
+        let per_worker = per_worker.max(1);
+        let turn = NEXT_CLIENT.with(|next| {
+            let turn = next.get();
+            next.set(turn.wrapping_add(1));
+            turn % per_worker
+        });
+        let workers = (clients.len() / per_worker).max(1);
+        let worker = crate::server::worker_index() % workers;
+        clients.get(worker * per_worker + turn)
     }
 }
+
+/// Most HTTP/2 connections per host and worker a provider may ask for.
+const MAX_HTTP2_CONNECTIONS: usize = 64;
 
 /// A compile problem: the key (below the provider) and why.
 pub type CompileProblem = (String, String);
@@ -101,6 +122,12 @@ impl OpenAiProvider {
         workers: usize,
         metrics: &Metrics,
     ) -> Result<Self, CompileProblem> {
+        if !(1..=MAX_HTTP2_CONNECTIONS).contains(&cfg.http2_connections) {
+            return Err((
+                "http2_connections".into(),
+                format!("must be 1 to {MAX_HTTP2_CONNECTIONS}"),
+            ));
+        }
         let mut headers = static_headers(&cfg.headers)
             .map_err(|(key, why)| (format!("headers.{key}"), why.to_owned()))?;
         if let Some(key) = read_api_key(cfg)? {
@@ -244,12 +271,16 @@ fn compile_endpoint(
                 prefixes: [prefix(&chat), prefix(&completions), prefix(&embeddings)],
             }
         }
-        _ => Transport::Hyper(
-            (0..workers.max(1))
-                .map(|_| client::build(cfg))
-                .collect::<Result<Box<[_]>, _>>()
-                .map_err(|err| ("ca_file".to_owned(), err))?,
-        ),
+        _ => {
+            let per_worker = cfg.http2_connections;
+            Transport::Hyper {
+                clients: (0..workers.max(1) * per_worker)
+                    .map(|_| client::build(cfg))
+                    .collect::<Result<Box<[_]>, _>>()
+                    .map_err(|err| ("ca_file".to_owned(), err))?,
+                per_worker,
+            }
+        }
     };
     let default_port = if parsed.scheme_str() == Some("https") {
         443

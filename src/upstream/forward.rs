@@ -138,7 +138,10 @@ pub async fn forward(
                     .map_err(|err| lean_error(provider, err))?;
                 Ok((head.status, head.headers, Source::H1(body)))
             }
-            Transport::Hyper(clients) => {
+            Transport::Hyper {
+                clients,
+                per_worker,
+            } => {
                 let (uri, auth) = match &out.call {
                     Call::OpenAi => (endpoint.uri(out.surface).clone(), None),
                     Call::Gemini(call) => (
@@ -149,7 +152,7 @@ pub async fn forward(
                 let (status, headers, incoming) = send_hyper(
                     provider,
                     version,
-                    clients,
+                    Transport::hyper_client(clients, *per_worker),
                     (uri, auth),
                     accept,
                     out.body.clone(),
@@ -339,14 +342,14 @@ fn lean_error(provider: &OpenAiProvider, err: SendError) -> GatewayError {
 async fn send_hyper(
     provider: &OpenAiProvider,
     version: &Version,
-    clients: &[HttpClient],
+    client: Option<&HttpClient>,
     (uri, auth): (http::Uri, Option<&(HeaderName, HeaderValue)>),
     accept: &'static str,
     body: Bytes,
     trace: &TraceHeaders,
 ) -> Result<(StatusCode, HeaderMap, Incoming), GatewayError> {
-    let client = Transport::hyper_client(clients)
-        .ok_or_else(|| GatewayError::new(ErrorKind::Internal, "provider has no client"))?;
+    let client =
+        client.ok_or_else(|| GatewayError::new(ErrorKind::Internal, "provider has no client"))?;
     let mut request = Request::post(uri).body(Full::new(body)).map_err(|err| {
         GatewayError::new(
             ErrorKind::Internal,

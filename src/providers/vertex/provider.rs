@@ -103,17 +103,10 @@ impl VertexProvider {
             ca_file: cfg.ca_file.clone(),
             connect_timeout: cfg.connect_timeout,
             pool_max_idle_per_host: cfg.pool_max_idle_per_host,
+            http2_connections: cfg.http2_connections,
         };
-        let upstream = OpenAiProvider::compile(name, &connections, workers, metrics).map_err(
-            |(key, why)| {
-                let key = if key == "base_url" {
-                    key
-                } else {
-                    format!("connection.{key}")
-                };
-                (key, why)
-            },
-        )?;
+        // Its problems name keys the vertex config shares (base_url, ca_file, ...).
+        let upstream = OpenAiProvider::compile(name, &connections, workers, metrics)?;
         let credentials = Credentials::from_config_with(&cfg.credentials, &TokenHttp::of(cfg))
             .map_err(|(key, why)| (format!("credentials.{key}"), why))?;
         let mut digest = Sha256::new();
