@@ -297,3 +297,105 @@ async fn bad_vertex_configs_are_refused_with_their_key() {
     .await;
     assert!(err.contains("routes.r.upstream_model"), "{err}");
 }
+
+/// A gateway whose `g` route goes to a `vertex_openai` provider with `provider_extra`.
+async fn openai_compatible_gateway(mock: &MockServer, provider_extra: &str) -> Gateway {
+    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    gateway(&format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+         providers:\n  vo:\n    type: vertex_openai\n    project: tollgate-mock-project\n    location: us-east5\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n{provider_extra}\
+         routes:\n  g:\n    provider: vo\n    upstream_model: google/gemini-2.5-flash\n",
+        base = mock.vertex_base_url(),
+        key = key_file.display(),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn the_openai_compatible_endpoint_gets_openai_bodies() {
+    let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
+        .await
+        .unwrap();
+    let gw = openai_compatible_gateway(&mock, "").await;
+    let (status, _, body) = chat(
+        &gw,
+        r#"{"model":"g","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":1}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["object"], "chat.completion");
+    let sent = mock.stats().last_request().unwrap();
+    assert_eq!(
+        sent.path_and_query,
+        "/v1/projects/tollgate-mock-project/locations/us-east5/endpoints/openapi/chat/completions"
+    );
+    assert_eq!(sent.headers["x-goog-api-key"], API_KEY);
+    let forwarded = json(std::str::from_utf8(&sent.body).unwrap());
+    // OpenAI's format, unknown parameters and all; the model is the upstream one.
+    assert_eq!(forwarded["model"], "google/gemini-2.5-flash");
+    assert_eq!(forwarded["logit_bias"]["1"], 1);
+
+    let mut stream = open_stream(
+        gw.api_addr,
+        r#"{"model":"g","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    let text = String::from_utf8(all_chunks(&mut stream).await.concat()).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_deployed_model_is_called_by_raw_predict() {
+    let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
+        .await
+        .unwrap();
+    let gw =
+        openai_compatible_gateway(&mock, "    endpoint: \"4242\"\n    raw_predict: true\n").await;
+    let (status, _, body) = chat(
+        &gw,
+        r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let prefix = "/v1/projects/tollgate-mock-project/locations/us-east5/endpoints/4242";
+    assert_eq!(
+        mock.stats().last_request().unwrap().path_and_query,
+        format!("{prefix}:rawPredict")
+    );
+    let mut stream = open_stream(
+        gw.api_addr,
+        r#"{"model":"g","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    all_chunks(&mut stream).await;
+    assert_eq!(
+        mock.stats().last_request().unwrap().path_and_query,
+        format!("{prefix}:streamRawPredict")
+    );
+}
+
+#[tokio::test]
+async fn openai_compatible_settings_are_checked() {
+    let base = "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\nproviders:\n  v:\n";
+    for (provider, key) in [
+        (
+            "    type: vertex\n    project: p\n    endpoint: openapi\n",
+            "providers.v.endpoint",
+        ),
+        (
+            "    type: vertex_openai\n    project: p\n    raw_predict: true\n",
+            "providers.v.raw_predict",
+        ),
+        (
+            "    type: vertex_openai\n    project: p\n    endpoint: \"12ab\"\n",
+            "providers.v.endpoint",
+        ),
+        ("    type: vertex_openai\n", "providers.v.project"),
+    ] {
+        let err = start_error(&format!(
+            "{base}{provider}    credentials: {{type: metadata_server}}\n"
+        ))
+        .await;
+        assert!(err.contains(key), "{provider}: {err}");
+    }
+}

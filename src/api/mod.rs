@@ -193,7 +193,7 @@ async fn attempt(
         }
         Provider::Vertex(provider) => {
             let out = provider
-                .gemini_call(exchange, version, request.unsupported_params, out)
+                .call(exchange, version, request.unsupported_params, out)
                 .await?;
             upstream::forward(exchange, &provider.upstream, version, request.limits, out).await
         }

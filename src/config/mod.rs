@@ -141,6 +141,9 @@ pub enum ProviderConfig {
     Demo(DemoProviderConfig),
     /// Google's Vertex AI: Gemini behind the OpenAI surface.
     Vertex(VertexProviderConfig),
+    /// Vertex AI's OpenAI-compatible endpoints: Google's models or a deployed model, in
+    /// OpenAI's format both ways.
+    VertexOpenai(VertexProviderConfig),
 }
 
 /// Which HTTP version to speak to an upstream.

@@ -36,6 +36,14 @@ pub struct VertexProviderConfig {
     pub pool_max_idle_per_host: usize,
     #[serde(default)]
     pub ejection: EjectionConfig,
+    /// (vertex_openai) `openapi` (the default: Google's models, named like
+    /// `google/gemini-2.5-flash`) or the numeric id of an endpoint a model is deployed to.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// (vertex_openai, a deployed model's endpoint) Call `:rawPredict`/`:streamRawPredict`
+    /// with the OpenAI body, instead of the endpoint's `/chat/completions`.
+    #[serde(default)]
+    pub raw_predict: bool,
     /// HTTP/2 connections per worker to the Vertex host, requests spread over them in turn:
     /// Google serves at most 100 concurrent streams on one connection.
     #[serde(default = "default_http2_connections")]

@@ -116,8 +116,9 @@ pub fn recompile(
                 }
             }
             ProviderConfig::Demo(cfg) => Provider::Demo(Arc::new(DemoProvider::new(name, cfg))),
-            ProviderConfig::Vertex(cfg) => {
-                let fresh = VertexProvider::compile(name, cfg, workers, metrics)
+            ProviderConfig::Vertex(cfg) | ProviderConfig::VertexOpenai(cfg) => {
+                let openai = matches!(provider, ProviderConfig::VertexOpenai(_));
+                let fresh = VertexProvider::compile(name, cfg, openai, workers, metrics)
                     .map_err(|(key, why)| problem(format!("providers.{name}.{key}"), why))?;
                 match previous.and_then(|p| p.providers.get(name.as_str())) {
                     Some(Provider::Vertex(running)) if running.fingerprint == fresh.fingerprint => {

@@ -16,7 +16,7 @@ use crate::providers::openai::Transport;
 use crate::snapshot::{Limits, Version};
 use crate::telemetry::metrics::Operation;
 use crate::upstream::client::HttpClient;
-use crate::upstream::gemini;
+use crate::upstream::google;
 use crate::upstream::h1::{self, SendError};
 use crate::upstream::openai_view::AnswerView;
 use crate::upstream::source::Source;
@@ -53,23 +53,26 @@ pub struct Outbound {
     pub call: Call,
 }
 
-/// The upstream's API: the OpenAI surface of the endpoint, or Gemini's.
+/// Where and how an attempt is sent.
 pub enum Call {
+    /// To the endpoint's own OpenAI surface paths, with the provider's static headers.
     OpenAi,
-    /// Boxed: rare beside OpenAI calls, and large.
-    Gemini(Box<GeminiCall>),
+    /// To Vertex AI: a path of its own and a credentials header. Boxed: rare beside OpenAI
+    /// calls, and large.
+    Vertex(Box<VertexCall>),
 }
 
-/// A Gemini `generateContent` call: `body` is already in Gemini's format, and the answer
-/// is translated back to OpenAI's.
-pub struct GeminiCall {
+/// A Vertex AI call.
+pub struct VertexCall {
     /// Path and query on the endpoint, e.g. `/v1/projects/p/locations/l/publishers/google/
     /// models/m:streamGenerateContent?alt=sse`.
     pub path: String,
     /// The credentials' header (`authorization` or `x-goog-api-key`).
     pub auth: (HeaderName, HeaderValue),
-    /// Names the answer until Gemini's `modelVersion` does.
-    pub model: Box<str>,
+    /// `Some(model)`: `body` is in Gemini's format and the answer is translated back to
+    /// OpenAI's (`model` names it until Gemini's `modelVersion` does). `None`: Vertex's
+    /// OpenAI-compatible endpoint, OpenAI's format both ways.
+    pub gemini: Option<Box<str>>,
 }
 
 /// Headers that describe one hop, not the message; never copied from upstream to client.
@@ -124,10 +127,10 @@ pub async fn forward(
                     }
                     // Built per request: the path depends on the model and the token on
                     // the time; next to a remote model's latency the copy is nothing.
-                    Call::Gemini(call) => {
+                    Call::Vertex(call) => {
                         let prefix =
                             h1::request_prefix(&call.path, &endpoint.label, &provider.headers);
-                        let auth = gemini::header_line(&call.auth.0, &call.auth.1);
+                        let auth = google::header_line(&call.auth.0, &call.auth.1);
                         let lines = [&version.header_lines[..], &auth, traceparent, tracestate];
                         h1::encode_request(&prefix, &lines, accept, &out.body)
                     }
@@ -144,8 +147,8 @@ pub async fn forward(
             } => {
                 let (uri, auth) = match &out.call {
                     Call::OpenAi => (endpoint.uri(out.surface).clone(), None),
-                    Call::Gemini(call) => (
-                        gemini::uri(endpoint.uri(out.surface), &call.path)?,
+                    Call::Vertex(call) => (
+                        google::uri(endpoint.uri(out.surface), &call.path)?,
                         Some(&call.auth),
                     ),
                 };
@@ -196,12 +199,12 @@ pub async fn forward(
         upstream_status: Some(status.as_u16()),
         ..ExchangeStats::for_exchange(exchange, out.stream)
     };
-    if let Call::Gemini(_) = &out.call
+    if let Call::Vertex(_) = &out.call
         && !status.is_success()
     {
         // Google puts the retry delay in the body: read it before the endpoint learns.
         let reading = Instant::now();
-        let answer = gemini::error_answer(status, source, limits, deadlines.total, stats).await;
+        let answer = google::error_answer(status, source, limits, deadlines.total, stats).await;
         exchange.add_wait(reading.elapsed());
         if let Ok(response) = &answer {
             learn(
@@ -267,9 +270,11 @@ async fn answer(
         return answer;
     }
     if out.stream {
-        if let Call::Gemini(call) = out.call {
+        if let Call::Vertex(call) = &out.call
+            && let Some(model) = &call.gemini
+        {
             // Gemini frames its stream as SSE or as a JSON array; the translator tells which.
-            let source = gemini::translated(source, &call.model);
+            let source = google::translated(source, model);
             let tee = Tee::new(source, out.strip_usage, deadlines, out.arrived);
             let mut response = Response::new(GatewayBody::stream(tee, stats));
             *response.headers_mut() = headers;
@@ -297,8 +302,10 @@ async fn answer(
     let body = read_body(source, limits, deadlines.total).await;
     exchange.add_wait(reading.elapsed());
     let mut body = body?;
-    if let Call::Gemini(call) = &out.call {
-        body = gemini::completion_body(&body, &call.model)?;
+    if let Call::Vertex(call) = &out.call
+        && let Some(model) = &call.gemini
+    {
+        body = google::completion_body(&body, model)?;
     }
     let view = AnswerView::parse(&body).map_err(|_| {
         GatewayError::new(

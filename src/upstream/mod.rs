@@ -2,7 +2,7 @@
 
 pub mod client;
 mod forward;
-pub mod gemini;
+pub mod google;
 pub mod h1;
 pub mod openai_view;
 pub mod source;
@@ -11,7 +11,7 @@ pub mod stats;
 pub mod tee;
 
 pub use forward::{
-    Call, GeminiCall, Outbound, Surface, forward, retryable_status, set_stream_headers,
+    Call, Outbound, Surface, VertexCall, forward, retryable_status, set_stream_headers,
 };
 
 /// `Retry-After` in seconds, as an upstream sent it.

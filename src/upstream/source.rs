@@ -16,7 +16,7 @@ pub enum Source {
     H1(crate::upstream::h1::H1Body),
     Demo(DemoStream),
     /// A Gemini stream, translated to OpenAI's chunks on the way.
-    Gemini(Box<crate::upstream::gemini::TranslatedStream>),
+    Gemini(Box<crate::upstream::google::TranslatedStream>),
     /// Finished or abandoned; holds nothing, so the upstream connection is already released.
     Closed,
     /// Chunks already in memory, replayed in order: what tests and benches feed the tee to

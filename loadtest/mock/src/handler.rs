@@ -147,6 +147,18 @@ pub(crate) async fn handle(
         version: parts.version,
     });
 
+    if let Some(project) = crate::vertex::openai_route(parts.uri.path()) {
+        // Vertex's OpenAI-compatible endpoints: Google's auth, then the OpenAI chat surface.
+        if let Err(error) = shared.auth.check(
+            &shared.config.vertex.auth,
+            &parts.headers,
+            Some(project),
+            parts.uri.path(),
+        ) {
+            return Ok(error.response(false));
+        }
+        return openai_surface(Some(Surface::Chat), &parts, &body, &shared).await;
+    }
     if let Some(route) = crate::vertex::route(parts.uri.path()) {
         return crate::vertex::handle(route, &parts, &body, &shared).await;
     }
@@ -171,23 +183,33 @@ pub(crate) async fn handle(
         }
         (path, _) => return Ok(error_response(404, &format!("no route for {path}"))),
     };
+    openai_surface(surface, &parts, &body, &shared).await
+}
+
+/// The OpenAI surfaces: a generation (`surface`), or the models list and embeddings.
+async fn openai_surface(
+    surface: Option<Surface>,
+    parts: &http::request::Parts,
+    body: &Bytes,
+    shared: &Arc<Shared>,
+) -> Result<Response<MockBody>, io::Error> {
     let eff = match Effective::resolve(&shared.config, &parts.headers) {
         Ok(eff) => eff,
         Err(message) => return Ok(error_response(400, &message)),
     };
     let prepared = match surface {
-        Some(surface) => generation(surface, &body, &eff, &shared),
+        Some(surface) => generation(surface, body, &eff, shared),
         None if parts.method == Method::GET => Ok(Prepared::Json {
             body: Bytes::from_static(responses::MODELS_JSON.as_bytes()),
             delay: Duration::ZERO,
         }),
-        None => embeddings(&body),
+        None => embeddings(body),
     };
     let prepared = match prepared {
         Ok(p) => p,
         Err(message) => return Ok(error_response(400, &message)),
     };
-    respond(prepared, &eff, &shared, Dialect::OpenAi).await
+    respond(prepared, &eff, shared, Dialect::OpenAi).await
 }
 
 fn generation(

@@ -74,6 +74,35 @@ pub(crate) fn route(path: &str) -> Option<VertexRoute<'_>> {
     })
 }
 
+/// The project of a path on Vertex's OpenAI-compatible surface:
+/// `/{v}/projects/{p}/locations/{l}/endpoints/{openapi|id}/chat/completions`, or a deployed
+/// model's `/{v}/projects/{p}/locations/{l}/endpoints/{id}:rawPredict` and
+/// `:streamRawPredict` (the OpenAI body passed to the model's container as is).
+pub(crate) fn openai_route(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix("/v1beta1/"))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        [
+            "projects",
+            p,
+            "locations",
+            l,
+            "endpoints",
+            _,
+            "chat",
+            "completions",
+        ] if !p.is_empty() && !l.is_empty() => Some(p),
+        ["projects", p, "locations", l, "endpoints", raw] if !p.is_empty() && !l.is_empty() => {
+            let (id, method) = raw.split_once(':')?;
+            let numeric = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+            (numeric && matches!(method, "rawPredict" | "streamRawPredict")).then_some(p)
+        }
+        _ => None,
+    }
+}
+
 /// `{m}-001`, the way Vertex names the version behind an alias; ids that already end in a
 /// three-digit version stay as they are.
 fn model_version(model: &str) -> String {
@@ -336,6 +365,27 @@ mod tests {
         ] {
             assert!(route(not_vertex).is_none(), "{not_vertex}");
         }
+    }
+
+    #[test]
+    fn routes_the_openai_compatible_paths() {
+        let base = "/v1/projects/p/locations/us-central1/endpoints";
+        assert_eq!(
+            openai_route(&format!("{base}/openapi/chat/completions")),
+            Some("p")
+        );
+        assert_eq!(
+            openai_route(&format!("{base}/123/chat/completions")),
+            Some("p")
+        );
+        assert_eq!(openai_route(&format!("{base}/123:rawPredict")), Some("p"));
+        assert_eq!(
+            openai_route(&format!("{base}/123:streamRawPredict")),
+            Some("p")
+        );
+        assert_eq!(openai_route(&format!("{base}/openapi:rawPredict")), None);
+        assert_eq!(openai_route(&format!("{base}/123:predict")), None);
+        assert_eq!(openai_route("/v1/chat/completions"), None);
     }
 
     #[test]

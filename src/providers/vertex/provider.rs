@@ -16,7 +16,7 @@ use crate::exchange::Exchange;
 use crate::providers::openai::{CompileProblem, OpenAiProvider};
 use crate::snapshot::Version;
 use crate::telemetry::metrics::Metrics;
-use crate::upstream::{Call, GeminiCall, Outbound, Surface};
+use crate::upstream::{Call, Outbound, Surface, VertexCall};
 
 /// A compiled Vertex AI provider.
 pub struct VertexProvider {
@@ -27,6 +27,7 @@ pub struct VertexProvider {
     /// `/{version}/projects/{project}/locations/{location}`, or `/{version}` in express mode:
     /// a model's resource path follows.
     resource_prefix: Box<str>,
+    pub api: VertexApi,
     pub credentials: Credentials,
     /// Digest of the config and credentials: a reload keeps the running provider (its
     /// connections and cached token) while this is unchanged.
@@ -39,6 +40,51 @@ impl fmt::Debug for VertexProvider {
             .field("name", &self.name)
             .field("resource_prefix", &self.resource_prefix)
             .finish_non_exhaustive()
+    }
+}
+
+/// Which Vertex AI API a provider speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VertexApi {
+    /// `generateContent`: requests translated to Gemini's format and answers back.
+    Gemini,
+    /// The OpenAI-compatible endpoint `endpoint`: `openapi` for Google's models, or the id
+    /// of a model deployed to the project (a vLLM container, say). `raw_predict` calls
+    /// its `:rawPredict`/`:streamRawPredict` instead of `/chat/completions`.
+    OpenAi {
+        endpoint: Box<str>,
+        raw_predict: bool,
+    },
+}
+
+impl VertexApi {
+    /// The API of a provider of type `vertex` (`openai: false`) or `vertex_openai`.
+    fn of(cfg: &VertexProviderConfig, openai: bool) -> Result<VertexApi, CompileProblem> {
+        if !openai {
+            return match (&cfg.endpoint, cfg.raw_predict) {
+                (None, false) => Ok(VertexApi::Gemini),
+                (Some(_), _) => Err(("endpoint".into(), "only for type vertex_openai".into())),
+                (None, true) => Err(("raw_predict".into(), "only for type vertex_openai".into())),
+            };
+        }
+        let endpoint = cfg.endpoint.as_deref().unwrap_or("openapi");
+        let numeric = !endpoint.is_empty() && endpoint.bytes().all(|b| b.is_ascii_digit());
+        if endpoint != "openapi" && !numeric {
+            return Err((
+                "endpoint".into(),
+                "`openapi` or the numeric id of a deployed model's endpoint".into(),
+            ));
+        }
+        if cfg.raw_predict && !numeric {
+            return Err((
+                "raw_predict".into(),
+                "needs the numeric endpoint id of a deployed model".into(),
+            ));
+        }
+        Ok(VertexApi::OpenAi {
+            endpoint: endpoint.into(),
+            raw_predict: cfg.raw_predict,
+        })
     }
 }
 
@@ -61,13 +107,17 @@ fn path_safe(text: &str) -> bool {
 }
 
 impl VertexProvider {
+    /// Compiles a provider of type `vertex` (`openai: false`) or `vertex_openai`.
     pub fn compile(
         name: &str,
         cfg: &VertexProviderConfig,
+        openai: bool,
         workers: usize,
         metrics: &Metrics,
     ) -> Result<Self, CompileProblem> {
-        let express = matches!(cfg.credentials, VertexCredentials::ApiKey { .. });
+        let api = VertexApi::of(cfg, openai)?;
+        // Express mode has no project; the OpenAI-compatible endpoints live in one.
+        let express = matches!(cfg.credentials, VertexCredentials::ApiKey { .. }) && !openai;
         if !matches!(cfg.api_version.as_str(), "v1" | "v1beta1") {
             return Err(("api_version".into(), "must be v1 or v1beta1".into()));
         }
@@ -84,7 +134,8 @@ impl VertexProvider {
             (None, false) => {
                 return Err((
                     "project".into(),
-                    "required, except with credentials of type api_key (express mode)".into(),
+                    "required, except for type vertex with credentials of type api_key (express mode)"
+                        .into(),
                 ));
             }
         };
@@ -110,12 +161,13 @@ impl VertexProvider {
         let credentials = Credentials::from_config_with(&cfg.credentials, &TokenHttp::of(cfg))
             .map_err(|(key, why)| (format!("credentials.{key}"), why))?;
         let mut digest = Sha256::new();
-        digest.update(format!("{cfg:?}").as_bytes());
+        digest.update(format!("{cfg:?} {api:?}").as_bytes());
         digest.update(credentials.fingerprint());
         Ok(Self {
             name: name.into(),
             upstream,
             resource_prefix: resource_prefix.into(),
+            api,
             credentials,
             fingerprint: digest.finalize().into(),
         })
@@ -138,9 +190,20 @@ impl VertexProvider {
         }
     }
 
-    /// `out`, an OpenAI chat request for `version`, as the Gemini call that serves it: the
-    /// translated body with billing labels, the model's path, the credentials' header.
-    pub async fn gemini_call(
+    /// The path of an OpenAI-compatible call to `endpoint`.
+    fn openai_path(&self, endpoint: &str, raw_predict: bool, stream: bool) -> String {
+        let prefix = &self.resource_prefix;
+        match (raw_predict, stream) {
+            (false, _) => format!("{prefix}/endpoints/{endpoint}/chat/completions"),
+            (true, false) => format!("{prefix}/endpoints/{endpoint}:rawPredict"),
+            (true, true) => format!("{prefix}/endpoints/{endpoint}:streamRawPredict"),
+        }
+    }
+
+    /// `out`, an OpenAI chat request for `version`, as the Vertex AI call that serves it:
+    /// translated to Gemini with billing labels (or left in OpenAI's format for the
+    /// OpenAI-compatible endpoints), its path, the credentials' header.
+    pub async fn call(
         &self,
         exchange: &Exchange,
         version: &Version,
@@ -156,29 +219,42 @@ impl VertexProvider {
                 ),
             ));
         }
-        let tenant = exchange.tenant.get().map_or("", |t| &*t.name);
-        let route = exchange.route.get().map_or("", |r| &*r.alias);
-        let labels = billing_labels(tenant, route, &version.name);
-        let labels = labels.each_ref().map(|(key, value)| (*key, value.as_str()));
-        let body = request::generate_content(&out.body, unsupported, &labels)?;
+        let (path, body, gemini) = match &self.api {
+            VertexApi::Gemini => {
+                let tenant = exchange.tenant.get().map_or("", |t| &*t.name);
+                let route = exchange.route.get().map_or("", |r| &*r.alias);
+                let labels = billing_labels(tenant, route, &version.name);
+                let labels = labels.each_ref().map(|(key, value)| (*key, value.as_str()));
+                let body = request::generate_content(&out.body, unsupported, &labels)?;
+                let path = self.method_path(&version.upstream_model, out.stream);
+                (path, body.into(), Some(version.upstream_model.clone()))
+            }
+            VertexApi::OpenAi {
+                endpoint,
+                raw_predict,
+            } => {
+                let path = self.openai_path(endpoint, *raw_predict, out.stream);
+                (path, out.body.clone(), None)
+            }
+        };
         // Only the first requests after start wait here (for the first token): the time is
         // Google's, not the gateway's.
         let fetching = tokio::time::Instant::now();
         let auth = self.credentials.header().await?;
         exchange.add_wait(fetching.elapsed());
         Ok(Outbound {
-            body: body.into(),
-            call: Call::Gemini(Box::new(GeminiCall {
-                path: self.method_path(&version.upstream_model, out.stream),
-                auth,
-                model: version.upstream_model.clone(),
-            })),
+            body,
+            call: Call::Vertex(Box::new(VertexCall { path, auth, gemini })),
             ..out
         })
     }
 
     /// Checks a route version's model names a resource this provider can call.
     pub fn check_model(&self, model: &str) -> Result<(), String> {
+        if let VertexApi::OpenAi { .. } = self.api {
+            // The model is named in the body (`google/gemini-2.5-flash`, a served name).
+            return Ok(());
+        }
         let mut segments = model.split('/');
         let valid = match (
             segments.next(),

@@ -1,5 +1,5 @@
-//! The Gemini side of an upstream exchange: where a call goes, and its answers (errors,
-//! whole bodies, streams) put in OpenAI's terms for the client.
+//! The Vertex AI side of an upstream exchange: where a call goes, Google's errors, and
+//! Gemini's answers (whole bodies, streams) put in OpenAI's terms for the client.
 
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,6 +10,7 @@ use http::{Response, StatusCode, Uri};
 use tokio::time::Instant;
 
 use super::forward::{error_response, read_body, unexplained_error};
+use super::openai_view::AnswerView;
 use super::source::Source;
 use super::stats::ExchangeStats;
 use crate::body::GatewayBody;
@@ -55,9 +56,10 @@ pub fn completion_body(body: &[u8], model: &str) -> Result<Bytes, GatewayError> 
     response::chat_completion(body, model, unix_now()).map(Bytes::from)
 }
 
-/// A Gemini error answer, in OpenAI's error format with the status Google's status name
-/// stands for; its `RetryInfo` becomes `retry-after`, which retries and ejection read. A body
-/// that is not a Google error is replaced by a gateway error.
+/// A Vertex AI error answer, in OpenAI's error format with the status Google's status name
+/// stands for; its `RetryInfo` becomes `retry-after`, which retries and ejection read. An
+/// OpenAI error (from a model served behind Vertex's OpenAI-compatible endpoint) passes as
+/// is; any other body is replaced by a gateway error.
 pub async fn error_answer(
     status: StatusCode,
     source: Source,
@@ -67,7 +69,10 @@ pub async fn error_answer(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body = read_body(source, limits, total).await?;
     let Some(translated) = errors::translate(&body, status) else {
-        return Err(unexplained_error(status, None, "a Google"));
+        if AnswerView::parse(&body).is_ok_and(|view| view.error.is_some()) {
+            return Ok(error_response(status, HeaderMap::new(), body, stats));
+        }
+        return Err(unexplained_error(status, None, "a Google or OpenAI"));
     };
     let mut headers = HeaderMap::new();
     if let Some(delay) = translated.retry_after {
