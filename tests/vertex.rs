@@ -399,3 +399,44 @@ async fn openai_compatible_settings_are_checked() {
         assert!(err.contains(key), "{provider}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_retry_delay_ejects_the_endpoint_and_moves_to_the_fallback() {
+    let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
+        .await
+        .unwrap();
+    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let gw = gateway(&format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+         providers:\n  gemini:\n    type: vertex\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n    ejection: {{consecutive_failures: 1}}\n\
+         \x20 demo:\n    type: demo\n    ttft: 0ms\n    inter_token: 0ms\n\
+         routes:\n  g:\n    fallbacks: [spare]\n    retry: {{max_attempts: 2, max_backoff: 500ms}}\n    versions:\n\
+         \x20     flash: {{provider: gemini, upstream_model: gemini-2.5-flash, headers: {{x-mock-gemini: \"error=RESOURCE_EXHAUSTED:retry=3s\"}}}}\n\
+         \x20     spare: {{provider: demo, weight: 0}}\n",
+        base = mock.vertex_base_url(),
+        key = key_file.display(),
+    ))
+    .await;
+    let (status, headers, body) = chat(
+        &gw,
+        r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    // Google's 3 s is longer than the route waits between attempts: the fallback serves.
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-tollgate-route-version"], "spare");
+    let metrics = metrics(&gw).await;
+    let label = format!("provider=\"gemini\",endpoint=\"{}\"", mock.addr());
+    assert_eq!(
+        sample(&metrics, &format!("tollgate_endpoint_ejected{{{label}}}")),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "tollgate_upstream_retries_total{route=\"g\",version=\"flash\"}"
+        ),
+        1.0
+    );
+}

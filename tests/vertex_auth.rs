@@ -68,6 +68,14 @@ async fn one_token_serves_a_hundred_concurrent_requests() {
     tokio::time::timeout(WAIT, mock.stats().wait_token_requests(1))
         .await
         .expect("the token request arrives");
+    // Every request is inside the gateway, waiting, before the token comes.
+    tokio::time::timeout(WAIT, async {
+        while sample(&metrics(&gw).await, "tollgate_requests_in_flight") < 100.0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("all 100 requests in flight");
     drop(hold);
     for request in requests {
         let (status, _, body) = request.await.unwrap();
@@ -100,7 +108,9 @@ async fn a_refused_key_is_a_502_and_an_unreachable_token_server_a_503() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(headers["x-tollgate-error-source"], "upstream");
     assert_openai_error(&body, "upstream_credentials_rejected");
-    assert!(!body.contains("PRIVATE KEY"), "{body}");
+    // Neither the signed assertion (a JWT) nor the key reaches the caller.
+    assert!(!body.contains("eyJ"), "{body}");
+    assert!(!body.contains(key_material()), "{body}");
     let vertex_calls = mock
         .stats()
         .recorded()
@@ -143,6 +153,32 @@ async fn metadata_server_tokens() {
     }
     assert_eq!(mock.stats().metadata_requests(), 1);
     assert_eq!(mock.stats().token_requests(), 0);
+}
+
+/// A run of the fixture's private key, as it appears in the key file.
+fn key_material() -> &'static str {
+    let pem = fixtures::SERVICE_ACCOUNT_JSON;
+    let start = pem.find("MII").expect("a PKCS#8 key");
+    &pem[start..start + 40]
+}
+
+#[tokio::test]
+async fn a_broken_key_file_is_refused_without_showing_the_key() {
+    let mock = strict_mock().await;
+    let mut key: serde_json::Value =
+        serde_json::from_str(&fixtures::service_account_json(&mock.token_url()).unwrap()).unwrap();
+    let private = key["private_key"].as_str().unwrap().replace("MII", "MIX");
+    key["private_key"] = private.into();
+    let file = temp_file("broken-sa.json", &key.to_string());
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
+         providers:\n  gemini:\n    type: vertex\n    project: p\n    base_url: {}\n    credentials: {{type: service_account, key_file: {}}}\n",
+        mock.vertex_base_url(),
+        file.display()
+    );
+    let err = start_error(&yaml).await;
+    assert!(err.contains("providers.gemini.credentials"), "{err}");
+    assert!(!err.contains(&key_material()[3..]), "{err}");
 }
 
 #[tokio::test]

@@ -368,6 +368,11 @@ fn version_headers(
         if RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(problem(at, "set by the gateway itself"));
         }
+        if matches!(provider, Provider::Vertex(_))
+            && matches!(name.as_str(), "authorization" | "x-goog-api-key")
+        {
+            return Err(problem(at, "set by the Vertex AI provider's credentials"));
+        }
         if let Some(p) = provider.connections()
             && p.headers.contains_key(name)
         {

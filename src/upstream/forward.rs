@@ -204,17 +204,19 @@ pub async fn forward(
     {
         // Google puts the retry delay in the body: read it before the endpoint learns.
         let reading = Instant::now();
-        let answer = google::error_answer(status, source, limits, deadlines.total, stats).await;
+        let answer =
+            google::error_answer(status, &headers, source, limits, deadlines.total, stats).await;
         exchange.add_wait(reading.elapsed());
-        if let Ok(response) = &answer {
-            learn(
+        match &answer {
+            Ok(response) => learn(
                 endpoint,
                 provider,
                 response.status(),
                 response.headers(),
                 started,
                 now,
-            );
+            ),
+            Err(_) => learn(endpoint, provider, status, &headers, started, now),
         }
         return answer;
     }

@@ -62,6 +62,7 @@ pub fn completion_body(body: &[u8], model: &str) -> Result<Bytes, GatewayError> 
 /// is; any other body is replaced by a gateway error.
 pub async fn error_answer(
     status: StatusCode,
+    upstream_headers: &HeaderMap,
     source: Source,
     limits: &Limits,
     total: Instant,
@@ -72,9 +73,14 @@ pub async fn error_answer(
         if AnswerView::parse(&body).is_ok_and(|view| view.error.is_some()) {
             return Ok(error_response(status, HeaderMap::new(), body, stats));
         }
-        return Err(unexplained_error(status, None, "a Google or OpenAI"));
+        let retry_after = super::retry_after(upstream_headers);
+        return Err(unexplained_error(status, retry_after, "a Google or OpenAI"));
     };
     let mut headers = HeaderMap::new();
+    // RetryInfo says when; without it, the HTTP header may.
+    if let Some(after) = upstream_headers.get(header::RETRY_AFTER) {
+        headers.insert(header::RETRY_AFTER, after.clone());
+    }
     if let Some(delay) = translated.retry_after {
         headers.insert(
             header::RETRY_AFTER,
@@ -96,6 +102,7 @@ pub fn translated(inner: Source, model: &str) -> Source {
         translator: StreamTranslator::new(model, unix_now()),
         ready: BytesMut::new(),
         ended: false,
+        failure: None,
     }))
 }
 
@@ -107,6 +114,8 @@ pub struct TranslatedStream {
     ready: BytesMut,
     /// The upstream body ended (cleanly or not).
     ended: bool,
+    /// A translation failure, handed over once the events translated before it are out.
+    failure: Option<String>,
 }
 
 impl TranslatedStream {
@@ -115,15 +124,19 @@ impl TranslatedStream {
             if !self.ready.is_empty() {
                 return Poll::Ready(Some(Ok(self.ready.split().freeze())));
             }
+            if let Some(why) = self.failure.take() {
+                return Poll::Ready(Some(Err(why)));
+            }
             if self.ended {
                 return Poll::Ready(None);
             }
             match std::task::ready!(self.inner.poll_chunk(cx)) {
                 Some(Ok(chunk)) => {
+                    // Events translated before a failing one still go out first.
                     if let Err(why) = self.translator.feed(&chunk, &mut self.ready) {
                         self.ended = true;
                         self.inner = Source::Closed;
-                        return Poll::Ready(Some(Err(why)));
+                        self.failure = Some(why);
                     }
                 }
                 Some(Err(why)) => {
@@ -142,7 +155,9 @@ impl TranslatedStream {
 /// A `RetryInfo` delay as `retry-after`: whole seconds (it has no fractions), rounded up so
 /// no retry comes early, and at least one.
 fn retry_after_seconds(delay: Duration) -> u64 {
-    (delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).max(1)
+    (delay.as_secs())
+        .saturating_add(u64::from(delay.subsec_nanos() > 0))
+        .max(1)
 }
 
 #[cfg(test)]

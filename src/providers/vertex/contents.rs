@@ -52,6 +52,22 @@ struct ToolCall<'a> {
     id: Cow<'a, str>,
     #[serde(borrow)]
     function: FunctionCall<'a>,
+    /// Where Tollgate (like Google's own OpenAI-compatible layer) hands a Gemini call's
+    /// `thoughtSignature` to the client, which sends it back with the call.
+    #[serde(borrow, default)]
+    extra_content: Option<ExtraContent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ExtraContent<'a> {
+    #[serde(borrow, default)]
+    google: Option<GoogleExtra<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GoogleExtra<'a> {
+    #[serde(borrow, default)]
+    thought_signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -70,9 +86,28 @@ pub struct GeminiContent<'a> {
     parts: Vec<Part<'a>>,
 }
 
+/// One part of a content: its data, and the thought signature Gemini gave a function call
+/// (Gemini 3 refuses a history whose calls lost theirs).
+#[derive(Serialize)]
+pub struct Part<'a> {
+    #[serde(flatten)]
+    data: PartData<'a>,
+    #[serde(rename = "thoughtSignature", skip_serializing_if = "Option::is_none")]
+    thought_signature: Option<Cow<'a, str>>,
+}
+
+impl<'a> From<PartData<'a>> for Part<'a> {
+    fn from(data: PartData<'a>) -> Self {
+        Part {
+            data,
+            thought_signature: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub enum Part<'a> {
+pub enum PartData<'a> {
     Text(Cow<'a, str>),
     InlineData {
         #[serde(rename = "mimeType")]
@@ -112,14 +147,21 @@ pub fn contents<'a>(messages: &'a [Message<'a>]) -> Result<Contents<'a>, Gateway
             "assistant" => {
                 let mut parts = parts(message, i)?;
                 for call in &message.tool_calls {
-                    parts.push(Part::FunctionCall {
-                        name: call.function.name.clone(),
-                        args: json_object(&call.function.arguments).ok_or_else(|| {
-                            invalid(format!(
-                                "messages[{i}]: the arguments of tool call `{}` are not a JSON object",
-                                call.id
-                            ))
-                        })?,
+                    let args = json_object(&call.function.arguments).ok_or_else(|| {
+                        invalid(format!(
+                            "messages[{i}]: the arguments of tool call `{}` are not a JSON object",
+                            call.id
+                        ))
+                    })?;
+                    let signature = (call.extra_content.as_ref())
+                        .and_then(|extra| extra.google.as_ref())
+                        .and_then(|google| google.thought_signature.clone());
+                    parts.push(Part {
+                        data: PartData::FunctionCall {
+                            name: call.function.name.clone(),
+                            args,
+                        },
+                        thought_signature: signature,
                     });
                 }
                 ("model", parts)
@@ -131,6 +173,10 @@ pub fn contents<'a>(messages: &'a [Message<'a>]) -> Result<Contents<'a>, Gateway
                 )));
             }
         };
+        // Gemini refuses empty turns (an assistant message with neither text nor calls).
+        if parts.is_empty() {
+            continue;
+        }
         match turns.last_mut() {
             Some(last) if last.role == Some(role) => last.parts.extend(parts),
             _ => turns.push(GeminiContent {
@@ -146,15 +192,19 @@ pub fn contents<'a>(messages: &'a [Message<'a>]) -> Result<Contents<'a>, Gateway
     Ok((system, turns))
 }
 
+/// The content parts of a message. Empty text is left out: Gemini refuses empty text parts
+/// (an assistant message with `content: ""` and tool calls is common).
 fn parts<'a>(message: &'a Message<'a>, i: usize) -> Result<Vec<Part<'a>>, GatewayError> {
     match &message.content {
         None => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![Part::Text(text.clone())]),
+        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
+        Some(Content::Text(text)) => Ok(vec![PartData::Text(text.clone()).into()]),
         Some(Content::Parts(parts)) => parts
             .iter()
+            .filter(|part| !(part.kind == "text" && part.text.as_deref() == Some("")))
             .map(|part| match (&*part.kind, &part.text, &part.image_url) {
-                ("text", Some(text), _) => Ok(Part::Text(text.clone())),
-                ("image_url", _, Some(image)) => image_part(&image.url, i),
+                ("text", Some(text), _) => Ok(PartData::Text(text.clone()).into()),
+                ("image_url", _, Some(image)) => image_part(&image.url, i).map(Part::from),
                 ("text" | "image_url", _, _) => Err(invalid(format!(
                     "messages[{i}]: a {} part without its `{}` field",
                     part.kind, part.kind
@@ -172,12 +222,12 @@ fn parts<'a>(message: &'a Message<'a>, i: usize) -> Result<Vec<Part<'a>>, Gatewa
 
 /// A data URL becomes inline data; any other URL a file reference, its media type taken from
 /// the file's extension (Gemini requires one, and guessing wrong would misread the file).
-fn image_part<'a>(url: &'a Cow<'a, str>, i: usize) -> Result<Part<'a>, GatewayError> {
+fn image_part<'a>(url: &'a Cow<'a, str>, i: usize) -> Result<PartData<'a>, GatewayError> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (mime_type, data) = rest
             .split_once(";base64,")
             .ok_or_else(|| invalid(format!("messages[{i}]: an image data URL must be base64")))?;
-        return Ok(Part::InlineData {
+        return Ok(PartData::InlineData {
             mime_type: Cow::Owned(mime_type.to_owned()),
             data: Cow::Owned(data.to_owned()),
         });
@@ -201,7 +251,7 @@ fn image_part<'a>(url: &'a Cow<'a, str>, i: usize) -> Result<Part<'a>, GatewayEr
             )));
         }
     };
-    Ok(Part::FileData {
+    Ok(PartData::FileData {
         mime_type,
         file_uri: url.clone(),
     })
@@ -218,9 +268,12 @@ fn function_response<'a>(
         .tool_call_id
         .as_deref()
         .ok_or_else(|| invalid(format!("messages[{i}]: a tool message needs tool_call_id")))?;
+    // The nearest earlier call with that id: some servers reuse ids (`call_0`) turn after
+    // turn, and a history can mix several providers' answers.
     let name = messages[..i]
         .iter()
-        .flat_map(|m| &m.tool_calls)
+        .rev()
+        .flat_map(|m| m.tool_calls.iter().rev())
         .find(|call| call.id == id)
         .map(|call| call.function.name.clone())
         .ok_or_else(|| {
@@ -244,7 +297,7 @@ fn function_response<'a>(
         None => RawValue::from_string(serde_json::json!({ "content": text }).to_string())
             .map_err(|err| invalid(format!("messages[{i}]: {err}")))?,
     };
-    Ok(Part::FunctionResponse { name, response })
+    Ok(PartData::FunctionResponse { name, response }.into())
 }
 
 /// `text` as raw JSON when it is a JSON object.

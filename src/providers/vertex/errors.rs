@@ -33,6 +33,9 @@ struct Detail<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
     retry_delay: Option<Cow<'a, str>>,
+    /// `google.rpc.ErrorInfo.reason`, e.g. `API_KEY_INVALID`.
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
 }
 
 /// A Google error, as the OpenAI client gets it.
@@ -84,6 +87,7 @@ fn openai_type(status: StatusCode) -> &'static str {
         401 => "authentication_error",
         403 => "permission_error",
         429 => "rate_limit_error",
+        502 => "upstream_error",
         500.. => "server_error",
         _ => "invalid_request_error",
     }
@@ -116,11 +120,32 @@ pub fn translate(body: &[u8], http: StatusCode) -> Option<TranslatedError> {
         .iter()
         .filter(|detail| detail.kind.ends_with("google.rpc.RetryInfo"))
         .find_map(|detail| detail.retry_delay.as_deref().and_then(proto_duration));
-    let code = match &error.status {
-        Some(name) => name.to_ascii_lowercase(),
-        None => format!("http_{}", status.as_u16()),
+    // Google refusing the gateway's own credentials is not the caller's auth failure: it
+    // is a 502 another version may get past, and Google's text (which names the project)
+    // stays out of the caller's answer.
+    let credentials_refused = matches!(
+        error.status.as_deref(),
+        Some("UNAUTHENTICATED" | "PERMISSION_DENIED")
+    ) || error
+        .details
+        .iter()
+        .any(|detail| detail.reason.as_deref() == Some("API_KEY_INVALID"));
+    let (status, code, message) = if credentials_refused {
+        (
+            StatusCode::BAD_GATEWAY,
+            "upstream_credentials_rejected".to_owned(),
+            format!(
+                "Vertex AI refused the gateway's credentials ({})",
+                error.status.as_deref().unwrap_or("API_KEY_INVALID")
+            ),
+        )
+    } else {
+        let code = match &error.status {
+            Some(name) => name.to_ascii_lowercase(),
+            None => format!("http_{}", status.as_u16()),
+        };
+        (status, code, format!("Vertex AI: {}", error.message))
     };
-    let message = format!("Vertex AI: {}", error.message);
     let body = serde_json::to_vec(&OpenAiEnvelope {
         error: OpenAiError {
             message: &message,
@@ -146,6 +171,10 @@ pub fn proto_duration(text: &str) -> Option<Duration> {
         return None;
     }
     let whole: u64 = whole.parse().ok()?;
+    // A day is longer than any wait a caller is told to make; larger values are nonsense.
+    if whole > 86_400 {
+        return None;
+    }
     let nanos: u32 = if fraction.is_empty() {
         0
     } else {
@@ -230,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn refused_credentials_are_a_502_without_googles_text() {
+        for body in [
+            &br#"{"error":{"code":401,"message":"Request had invalid authentication credentials for projects/secret-project","status":"UNAUTHENTICATED"}}"#[..],
+            br#"{"error":{"code":403,"message":"Permission denied on resource projects/secret-project","status":"PERMISSION_DENIED"}}"#,
+            br#"{"error":{"code":400,"message":"API key not valid for secret-project","status":"INVALID_ARGUMENT",
+                "details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#,
+        ] {
+            let out = translate(body, StatusCode::UNAUTHORIZED).unwrap();
+            assert_eq!(out.status, StatusCode::BAD_GATEWAY);
+            let text = String::from_utf8(out.body.clone()).unwrap();
+            assert!(!text.contains("secret-project"), "{text}");
+            let error = &json(&out.body)["error"];
+            assert_eq!(error["code"], "upstream_credentials_rejected");
+            assert_eq!(error["type"], "upstream_error");
+        }
+    }
+
+    #[test]
     fn bodies_that_are_not_google_errors() {
         for body in [
             &b"not json"[..],
@@ -247,7 +294,15 @@ mod tests {
         assert_eq!(proto_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(proto_duration("0.25s"), Some(Duration::from_millis(250)));
         assert_eq!(proto_duration("1.000000001s"), Some(Duration::new(1, 1)));
-        for bad in ["30", "s", "1.2.3s", "-1s", "1.0000000001s", "1.x5s"] {
+        for bad in [
+            "30",
+            "s",
+            "1.2.3s",
+            "-1s",
+            "1.0000000001s",
+            "1.x5s",
+            "18446744073709551615.5s",
+        ] {
             assert_eq!(proto_duration(bad), None, "{bad}");
         }
     }

@@ -239,8 +239,18 @@ impl VertexProvider {
         };
         // Only the first requests after start wait here (for the first token): the time is
         // Google's, not the gateway's.
+        // The wait counts against the first-token timeout, like the upstream's own.
         let fetching = tokio::time::Instant::now();
-        let auth = self.credentials.header().await?;
+        let limit = version.timeouts.first_token.0.min(version.timeouts.total.0);
+        let auth = tokio::time::timeout(limit, self.credentials.header())
+            .await
+            .map_err(|_| {
+                GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "no Vertex AI token came within the route's first-token timeout",
+                )
+                .retryable()
+            })??;
         exchange.add_wait(fetching.elapsed());
         Ok(Outbound {
             body,

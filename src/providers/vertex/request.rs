@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::de::IgnoredAny;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -73,7 +72,15 @@ struct FunctionDecl<'a> {
     name: Cow<'a, str>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     description: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    /// Sent as `parametersJsonSchema`: OpenAI tools carry full JSON Schema
+    /// (`additionalProperties`, `$defs`, `const`, ...), which Gemini's OpenAPI-subset
+    /// `parameters` refuses.
+    #[serde(
+        borrow,
+        default,
+        rename(serialize = "parametersJsonSchema"),
+        skip_serializing_if = "Option::is_none"
+    )]
     parameters: Option<&'a RawValue>,
 }
 
@@ -172,7 +179,8 @@ struct GenerationConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     response_mime_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_schema: Option<&'a RawValue>,
+    /// `responseJsonSchema`, full JSON Schema, for the same reason as tool parameters.
+    response_json_schema: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     thinking_config: Option<ThinkingConfig>,
 }
@@ -198,10 +206,15 @@ pub fn generate_content(
         .map_err(|err| invalid(format!("the chat request cannot be sent to Gemini: {err}")))?;
     if unsupported == UnsupportedParams::Reject {
         // A second pass over the keys only: cheap, and only for routes that refuse.
-        let fields: BTreeMap<Cow<'_, str>, IgnoredAny> = serde_json::from_slice(body)
+        let fields: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body)
             .map_err(|err| invalid(format!("the chat request is not a JSON object: {err}")))?;
-        let names: Vec<&str> = (fields.keys().map(|k| &**k))
-            .filter(|name| !GENERATION_PARAMS.contains(name) && !OTHER_KNOWN_FIELDS.contains(name))
+        let names: Vec<&str> = (fields.iter())
+            .filter(|(name, value)| {
+                !GENERATION_PARAMS.contains(&&***name)
+                    && !OTHER_KNOWN_FIELDS.contains(&&***name)
+                    && !is_no_op(name, value.get())
+            })
+            .map(|(name, _)| &**name)
             .collect();
         if !names.is_empty() {
             return Err(GatewayError::new(
@@ -284,9 +297,19 @@ fn generation_config<'a>(request: &ChatRequest<'a>) -> Result<GenerationConfig<'
         seed: request.seed,
         candidate_count: request.n,
         response_mime_type,
-        response_schema,
+        response_json_schema: response_schema,
         thinking_config: thinking_budget.map(|thinking_budget| ThinkingConfig { thinking_budget }),
     })
+}
+
+/// A parameter whose value asks for nothing Gemini would do differently: `null`, or a
+/// setting that is Gemini's behaviour anyway. SDKs send these by default.
+fn is_no_op(name: &str, value: &str) -> bool {
+    value == "null"
+        || matches!(
+            (name, value),
+            ("logprobs" | "store", "false") | ("parallel_tool_calls", "true")
+        )
 }
 
 /// Gemini's thinking budget (tokens) for an OpenAI `reasoning_effort`.

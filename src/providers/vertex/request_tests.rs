@@ -61,7 +61,7 @@ fn generation_parameters() {
             "temperature": 0.5, "topP": 0.9, "maxOutputTokens": 50, "presencePenalty": 0.1,
             "frequencyPenalty": 0.2, "stopSequences": ["END", "STOP"], "seed": 7,
             "candidateCount": 2, "responseMimeType": "application/json",
-            "responseSchema": {"type": "object"}, "thinkingConfig": {"thinkingBudget": 1024}
+            "responseJsonSchema": {"type": "object"}, "thinkingConfig": {"thinkingBudget": 1024}
         })
     );
     let out = translate(json!({
@@ -178,7 +178,7 @@ fn tools_calls_and_answers_round_trip() {
     assert_eq!(
         out["tools"],
         json!([{"functionDeclarations": [{"name": "weather", "description": "Weather now",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}])
+            "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}}}]}])
     );
     assert_eq!(
         out["toolConfig"],
@@ -266,4 +266,91 @@ fn labels_are_an_object() {
         out["labels"],
         json!({"tollgate_tenant": "acme", "tollgate_version": "v2"})
     );
+}
+
+#[test]
+fn strict_json_schemas_pass_whole() {
+    let schema = json!({"type": "object", "properties": {"q": {"type": "string", "const": "x"}},
+        "required": ["q"], "additionalProperties": false, "$defs": {}});
+    let out = translate(json!({"messages": [],
+        "tools": [{"type": "function", "function": {"name": "search", "strict": true, "parameters": schema}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true, "schema": schema}}
+    }))
+    .unwrap();
+    assert_eq!(
+        out["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"],
+        schema
+    );
+    assert_eq!(out["generationConfig"]["responseJsonSchema"], schema);
+}
+
+#[test]
+fn empty_text_and_empty_turns_are_left_out() {
+    let out = translate(json!({"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+        {"role": "assistant", "content": null},
+        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "more"}]},
+    ]}))
+    .unwrap();
+    assert_eq!(
+        out["contents"],
+        json!([
+            {"role": "user", "parts": [{"text": "hi"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"name": "f", "response": {"content": "ok"}}},
+                {"text": "more"}
+            ]},
+        ])
+    );
+}
+
+#[test]
+fn a_reused_tool_call_id_answers_the_nearest_call() {
+    let call = |name: &str| {
+        json!({"role": "assistant", "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": name, "arguments": "{}"}}]})
+    };
+    let out = translate(json!({"messages": [
+        {"role": "user", "content": "x"},
+        call("search"),
+        {"role": "tool", "tool_call_id": "call_0", "content": "found"},
+        call("fetch"),
+        {"role": "tool", "tool_call_id": "call_0", "content": "fetched"},
+    ]}))
+    .unwrap();
+    let last = &out["contents"][4]["parts"][0]["functionResponse"];
+    assert_eq!(last["name"], "fetch");
+    assert_eq!(
+        out["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "search"
+    );
+}
+
+#[test]
+fn thought_signatures_come_back_with_their_calls() {
+    let out = translate(json!({"messages": [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"},
+             "extra_content": {"google": {"thought_signature": "c2lnbmVk"}}}]},
+    ]}))
+    .unwrap();
+    assert_eq!(
+        out["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "f", "args": {"a": 1}}, "thoughtSignature": "c2lnbmVk"})
+    );
+}
+
+#[test]
+fn parameters_that_ask_for_nothing_are_not_refused() {
+    let out = translate(json!({"messages": [{"role": "user", "content": "x"}],
+        "logprobs": false, "parallel_tool_calls": true, "store": false, "logit_bias": null,
+        "temperature": null}));
+    assert!(out.is_ok(), "{:?}", out.err().map(|e| e.message));
+    let err = translate(json!({"messages": [], "parallel_tool_calls": false})).unwrap_err();
+    assert!(err.message.contains("parallel_tool_calls"));
 }

@@ -22,6 +22,9 @@ pub struct GeminiResponse<'a> {
     pub model_version: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub response_id: Option<Cow<'a, str>>,
+    /// Set on a stream's error event instead of everything else.
+    #[serde(borrow, default)]
+    pub error: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +54,9 @@ pub struct GeminiPart<'a> {
     pub thought: bool,
     #[serde(borrow, default)]
     pub function_call: Option<GeminiFunctionCall<'a>>,
+    /// Gemini 3 signs its function calls; the signature must come back with the call.
+    #[serde(borrow, default)]
+    pub thought_signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -109,11 +115,14 @@ pub struct ReasoningTokens {
 
 impl From<UsageMetadata> for OpenAiUsage {
     fn from(usage: UsageMetadata) -> Self {
-        let completion = usage.candidates_token_count + usage.thoughts_token_count;
+        // Saturating: the counts come from the upstream and must not wrap or panic.
+        let completion = usage
+            .candidates_token_count
+            .saturating_add(usage.thoughts_token_count);
         Self {
             prompt_tokens: usage.prompt_token_count,
             completion_tokens: completion,
-            total_tokens: usage.prompt_token_count + completion,
+            total_tokens: usage.prompt_token_count.saturating_add(completion),
             prompt_tokens_details: CachedTokens {
                 cached_tokens: usage.cached_content_token_count,
             },
@@ -181,6 +190,10 @@ pub struct OutToolCall {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub function: OutFunction,
+    /// `{"google": {"thought_signature": ...}}` when Gemini signed the call, as Google's
+    /// OpenAI-compatible layer does: clients send it back with the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_content: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -190,8 +203,12 @@ pub struct OutFunction {
     pub arguments: String,
 }
 
-/// The OpenAI tool call for a Gemini function call.
-pub fn out_tool_call(call: &GeminiFunctionCall<'_>, id: String) -> OutToolCall {
+/// The OpenAI tool call for a Gemini function call, with the part's thought signature.
+pub fn out_tool_call(
+    call: &GeminiFunctionCall<'_>,
+    id: String,
+    signature: Option<&str>,
+) -> OutToolCall {
     OutToolCall {
         id,
         kind: "function",
@@ -201,6 +218,17 @@ pub fn out_tool_call(call: &GeminiFunctionCall<'_>, id: String) -> OutToolCall {
                 .args
                 .map_or_else(|| "{}".to_owned(), |a| a.get().to_owned()),
         },
+        extra_content: signature
+            .map(|signature| serde_json::json!({"google": {"thought_signature": signature}})),
+    }
+}
+
+/// A response's id, or a random one when Gemini sent none: tool-call ids are made from it,
+/// and must not repeat from one turn to the next.
+pub fn response_id_or_random(id: Option<&str>) -> String {
+    match id {
+        Some(id) => id.to_owned(),
+        None => format!("gen{:016x}", fastrand::u64(..)),
     }
 }
 
@@ -226,7 +254,8 @@ pub fn chat_completion(body: &[u8], model: &str, created: u64) -> Result<Vec<u8>
             format!("Gemini answered with a body that is not a GenerateContentResponse: {err}"),
         )
     })?;
-    let response_id = response.response_id.as_deref().unwrap_or("gemini");
+    let response_id = response_id_or_random(response.response_id.as_deref());
+    let response_id = response_id.as_str();
     // A blocked prompt is a content-filter outcome, not an empty success.
     let choices = match prompt_block(&response) {
         Some(why) => vec![Choice {
@@ -269,7 +298,7 @@ fn choice(candidate: &Candidate<'_>, n: usize, response_id: &str) -> Choice {
         }
         if let Some(call) = &part.function_call {
             let id = tool_call_id(call, response_id, tool_calls.len());
-            tool_calls.push(out_tool_call(call, id));
+            tool_calls.push(out_tool_call(call, id, part.thought_signature.as_deref()));
         }
     }
     let reason = candidate.finish_reason.as_deref().unwrap_or("STOP");

@@ -127,3 +127,29 @@ fn a_body_that_is_not_a_response_is_an_upstream_protocol_error() {
     let err = chat_completion(b"[1,2]", "m", 0).unwrap_err();
     assert_eq!(err.kind, ErrorKind::UpstreamProtocol);
 }
+
+#[test]
+fn signed_calls_carry_their_signature_and_ids_never_repeat() {
+    let gemini = json!({"candidates": [{"content": {"parts": [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}]}, "finishReason": "STOP"}]});
+    let first = completion(gemini.clone());
+    let call = &first["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(
+        call["extra_content"],
+        json!({"google": {"thought_signature": "c2ln"}})
+    );
+    // Without a responseId the ids are random, so a later turn's call_..._0 is another id.
+    let second = completion(gemini);
+    assert_ne!(
+        call["id"],
+        second["choices"][0]["message"]["tool_calls"][0]["id"]
+    );
+}
+
+#[test]
+fn huge_token_counts_saturate() {
+    let out = completion(json!({"candidates": [], "usageMetadata": {
+        "promptTokenCount": u64::MAX, "candidatesTokenCount": 5, "thoughtsTokenCount": u64::MAX}}));
+    assert_eq!(out["usage"]["completion_tokens"], u64::MAX);
+    assert_eq!(out["usage"]["total_tokens"], u64::MAX);
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::errors;
 use super::response::{
     GeminiResponse, OpenAiUsage, OutToolCall, UsageMetadata, finish_reason, out_tool_call,
-    prompt_block, tool_call_id,
+    prompt_block, response_id_or_random, tool_call_id,
 };
 use crate::upstream::sse::{EventData, SseSplitter, event_data};
 use crate::upstream::tee::MAX_EVENT_BYTES;
@@ -32,6 +32,8 @@ struct CandidateState {
     started: bool,
     /// Tool calls sent so far: the next one's `index`.
     tool_calls: usize,
+    /// Its finish reason was sent.
+    finished: bool,
 }
 
 /// The translator of one stream.
@@ -45,11 +47,16 @@ pub struct StreamTranslator {
     bounds: Vec<(usize, usize)>,
     model: String,
     created: u64,
+    /// Gemini's response id (or a random one, when it sends none): tool-call ids are made
+    /// from it.
+    response_id: Option<String>,
+    /// `chatcmpl-{response_id}`, the chunks' id.
     id: Option<String>,
     usage: Option<UsageMetadata>,
     candidates: [CandidateState; MAX_CANDIDATES],
-    /// A finish reason, a block or an error was seen: a clean end is a complete answer.
-    ended: bool,
+    /// A block was seen: a clean end is a complete answer, as when every candidate that
+    /// started has finished.
+    blocked: bool,
     /// An error event was sent: nothing more follows it.
     failed: bool,
 }
@@ -102,10 +109,11 @@ impl StreamTranslator {
             bounds: Vec::new(),
             model: model.to_owned(),
             created,
+            response_id: None,
             id: None,
             usage: None,
             candidates: [CandidateState::default(); MAX_CANDIDATES],
-            ended: false,
+            blocked: false,
             failed: false,
         }
     }
@@ -181,7 +189,7 @@ impl StreamTranslator {
     /// complete. An answer cut before its finish reason gets neither, so the caller reports
     /// it as truncated.
     pub fn finish(&mut self, out: &mut BytesMut) {
-        if self.failed || !self.ended {
+        if self.failed || !self.complete() {
             return;
         }
         if let Some(usage) = self.usage {
@@ -203,19 +211,29 @@ impl StreamTranslator {
         self.response(json, out)
     }
 
+    /// The answer is whole: a blocked prompt, or every candidate that started finished.
+    fn complete(&self) -> bool {
+        let started = self.candidates.iter().filter(|c| c.started);
+        self.blocked || (started.clone().count() > 0 && started.clone().all(|c| c.finished))
+    }
+
     fn response(&mut self, json: &[u8], out: &mut BytesMut) -> Result<(), String> {
-        if let Some(error) = errors::translate(json, http::StatusCode::OK) {
+        let response: GeminiResponse<'_> = serde_json::from_slice(json)
+            .map_err(|err| format!("Gemini sent an event that is not a response: {err}"))?;
+        if response.error.is_some() {
+            let Some(error) = errors::translate(json, http::StatusCode::OK) else {
+                return Err("Gemini sent an error event that is not a Google error".into());
+            };
             out.put_slice(b"data: ");
             out.put_slice(&error.body);
             out.put_slice(b"\n\n");
             self.failed = true;
             return Ok(());
         }
-        let response: GeminiResponse<'_> = serde_json::from_slice(json)
-            .map_err(|err| format!("Gemini sent an event that is not a response: {err}"))?;
         if self.id.is_none() {
-            let id = response.response_id.as_deref().unwrap_or("gemini");
+            let id = response_id_or_random(response.response_id.as_deref());
             self.id = Some(format!("chatcmpl-{id}"));
+            self.response_id = Some(id);
         }
         if let Some(version) = &response.model_version
             && *version != *self.model
@@ -237,10 +255,10 @@ impl StreamTranslator {
                 finish_reason: Some("content_filter"),
             };
             self.write_chunk(out, &[choice], None);
-            self.ended = true;
+            self.blocked = true;
             return Ok(());
         }
-        let response_id = response.response_id.as_deref().unwrap_or("gemini");
+        let response_id = self.response_id.as_deref().unwrap_or_default();
         for (n, candidate) in response.candidates.iter().enumerate() {
             let index = candidate.index.map_or(n, |i| i as usize);
             let Some(state) = self.candidates.get_mut(index).copied() else {
@@ -253,20 +271,21 @@ impl StreamTranslator {
                 .filter_map(|p| p.text.as_deref())
                 .collect();
             let calls: Vec<IndexedToolCall> = (parts.iter().filter(|p| !p.thought))
-                .filter_map(|p| p.function_call.as_ref())
+                .filter_map(|p| Some((p.function_call.as_ref()?, p.thought_signature.as_deref())))
                 .enumerate()
-                .map(|(k, call)| {
+                .map(|(k, (call, signature))| {
                     let at = state.tool_calls + k;
+                    let id = tool_call_id(call, response_id, at);
                     IndexedToolCall {
                         index: at,
-                        call: out_tool_call(call, tool_call_id(call, response_id, at)),
+                        call: out_tool_call(call, id, signature),
                     }
                 })
                 .collect();
             let called = state.tool_calls + calls.len();
             let mut next = CandidateState {
-                started: state.started,
                 tool_calls: called,
+                ..state
             };
             if !text.is_empty() || !calls.is_empty() || !state.started {
                 let choice = ChunkChoice {
@@ -289,7 +308,7 @@ impl StreamTranslator {
                     finish_reason: Some(finish_reason(reason, called > 0)),
                 };
                 self.write_chunk(out, &[choice], None);
-                self.ended = true;
+                next.finished = true;
             }
             self.candidates[index] = next;
         }

@@ -191,3 +191,24 @@ fn broken_upstream_events_are_errors() {
     translator.feed(b"data: ", &mut out).unwrap();
     assert!(translator.feed(&huge, &mut out).is_err());
 }
+
+#[test]
+fn a_stream_with_an_unfinished_candidate_gets_no_done() {
+    let stream = sse(&[json!({"candidates": [
+        {"index": 0, "content": {"parts": [{"text": "a"}]}, "finishReason": "STOP"},
+        {"index": 1, "content": {"parts": [{"text": "b"}]}}
+    ]})]);
+    let out = run(&stream, usize::MAX).unwrap();
+    assert!(!out.contains("[DONE]"), "{out}");
+}
+
+#[test]
+fn streamed_signed_calls_carry_their_signature() {
+    let stream = sse(&[json!({"candidates": [{"content": {"parts": [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "c2ln"}]}, "finishReason": "STOP"}]})]);
+    let out = events(&run(&stream, usize::MAX).unwrap());
+    assert_eq!(
+        delta(&out[0])["tool_calls"][0]["extra_content"]["google"]["thought_signature"],
+        "c2ln"
+    );
+}
