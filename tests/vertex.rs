@@ -440,3 +440,47 @@ async fn a_retry_delay_ejects_the_endpoint_and_moves_to_the_fallback() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_client_span_names_vertex_and_the_model_gemini_answered_with() {
+    use common::otlp::*;
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
+        .await
+        .unwrap();
+    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let gw = gateway(&format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n{tracing}\
+         providers:\n  gemini:\n    type: vertex\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n\
+         routes:\n  g:\n    provider: gemini\n    upstream_model: gemini-2.5-flash\n",
+        tracing = tracing_section(&receiver.grpc, "grpc", ""),
+        base = mock.vertex_base_url(),
+        key = key_file.display(),
+    ))
+    .await;
+    let parent = traceparent(INBOUND_TRACE, INBOUND_PARENT, "01");
+    chat_ok(
+        &gw,
+        r#"{"model":"g","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        &[("traceparent", &parent)],
+    )
+    .await;
+    let spans = receiver.spans_of(INBOUND_TRACE, 4);
+    let client = &by_name(&spans, "chat gemini-2.5-flash")["attributes"];
+    assert_eq!(client["gen_ai.provider.name"], "gcp.vertex_ai");
+    assert_eq!(client["gen_ai.request.model"], "gemini-2.5-flash");
+    // The model Gemini says answered (`modelVersion`), not the one asked for.
+    assert_eq!(client["gen_ai.response.model"], "gemini-2.5-flash-001");
+    assert_eq!(
+        client["gen_ai.response.finish_reasons"],
+        serde_json::json!(["stop"])
+    );
+    assert!(client["gen_ai.usage.output_tokens"].as_i64().unwrap() > 0);
+    assert_eq!(client["server.address"], "127.0.0.1");
+    // The upstream hop carried the trace on to Google.
+    let sent = mock.stats().last_request().unwrap();
+    let upstream_parent = sent.headers["traceparent"].to_str().unwrap();
+    assert!(upstream_parent.starts_with(&format!("00-{INBOUND_TRACE}-")));
+}
