@@ -3,8 +3,10 @@
 mod attempts;
 pub mod choose;
 pub mod decode;
+pub mod gemini;
 mod request_body;
 mod shadow;
+pub mod unsupported;
 
 use std::future::Future;
 use std::pin::Pin;

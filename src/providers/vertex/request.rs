@@ -2,7 +2,6 @@
 //! `systemInstruction`, tools to function declarations, parameters to `generationConfig`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
@@ -205,26 +204,12 @@ pub fn generate_content(
     let request: ChatRequest<'_> = serde_json::from_slice(body)
         .map_err(|err| invalid(format!("the chat request cannot be sent to Gemini: {err}")))?;
     if unsupported == UnsupportedParams::Reject {
-        // A second pass over the keys only: cheap, and only for routes that refuse.
-        let fields: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body)
-            .map_err(|err| invalid(format!("the chat request is not a JSON object: {err}")))?;
-        let names: Vec<&str> = (fields.iter())
-            .filter(|(name, value)| {
-                !GENERATION_PARAMS.contains(&&***name)
-                    && !OTHER_KNOWN_FIELDS.contains(&&***name)
-                    && !is_no_op(name, value.get())
-            })
-            .map(|(name, _)| &**name)
-            .collect();
-        if !names.is_empty() {
-            return Err(GatewayError::new(
-                ErrorKind::UnsupportedParameter,
-                format!(
-                    "Gemini has no equivalent for {}; this route refuses such parameters rather than ignore them",
-                    names.join(", ")
-                ),
-            ));
-        }
+        let carried = |name: &str, value: &str| {
+            GENERATION_PARAMS.contains(&name)
+                || OTHER_KNOWN_FIELDS.contains(&name)
+                || is_no_op(name, value)
+        };
+        crate::api::unsupported::refuse_uncarried(body, carried, "Gemini")?;
     }
     let (system, contents) = contents::contents(&request.messages)?;
     let out = GenerateContent {
