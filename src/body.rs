@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::api::gemini::stream::ToGemini;
 use crate::error::ErrorKind;
 use crate::exchange::Exchange;
 use crate::providers::endpoints::InFlight;
@@ -38,6 +39,8 @@ pub struct GatewayBody {
     /// A sampled request whose spans are encoded when this body is dropped, after the
     /// response is out: the status sent and whether it ran to the end.
     spans_due: Option<(Arc<Exchange>, u16, bool)>,
+    /// For Vertex-native callers: the stream's OpenAI chunks as Gemini responses.
+    to_gemini: Option<Box<ToGemini>>,
 }
 
 impl GatewayBody {
@@ -48,6 +51,7 @@ impl GatewayBody {
             report: None,
             in_flight: None,
             spans_due: None,
+            to_gemini: None,
         }
     }
 
@@ -66,6 +70,21 @@ impl GatewayBody {
             report: None,
             in_flight: None,
             spans_due: None,
+            to_gemini: None,
+        }
+    }
+
+    /// Replaces a whole body's bytes (a streaming body is left alone).
+    pub fn map_full(&mut self, f: impl FnOnce(Bytes) -> Bytes) {
+        if let Content::Full(bytes) = &mut self.content {
+            *bytes = bytes.take().map(f);
+        }
+    }
+
+    /// Sends a stream's OpenAI chunks as Gemini responses (SSE, or one JSON array).
+    pub fn stream_as_gemini(&mut self, sse: bool) {
+        if self.is_stream() {
+            self.to_gemini = Some(Box::new(ToGemini::new(sse)));
         }
     }
 
@@ -130,9 +149,35 @@ impl Body for GatewayBody {
                 this.finish(true);
                 next
             }
-            Content::Stream(tee) => match tee.as_mut().poll_next(cx, &mut this.stats) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(next) => next,
+            Content::Stream(tee) => loop {
+                let next = match tee.as_mut().poll_next(cx, &mut this.stats) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(next) => next,
+                };
+                let Some(translator) = &mut this.to_gemini else {
+                    break next;
+                };
+                // Translated frames: an OpenAI frame may make none (a held tool call).
+                let mut out = BytesMut::new();
+                let ended = match &next {
+                    Some(bytes) => {
+                        translator.feed(bytes, &mut out);
+                        false
+                    }
+                    None => {
+                        translator.finish(&mut out);
+                        true
+                    }
+                };
+                if ended {
+                    this.to_gemini = None;
+                }
+                if !out.is_empty() {
+                    break Some(out.freeze());
+                }
+                if ended {
+                    break None;
+                }
             },
         };
         match next {

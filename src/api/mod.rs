@@ -1,9 +1,11 @@
-//! The client-facing OpenAI surface: decode the request, pick the route, hand it to a provider.
+//! The client-facing surfaces (OpenAI's, and the Vertex-native one in `native`): decode the
+//! request, pick the route, hand it to a provider.
 
 mod attempts;
 pub mod choose;
 pub mod decode;
 pub mod gemini;
+pub mod native;
 mod request_body;
 mod shadow;
 pub mod unsupported;
@@ -59,6 +61,11 @@ impl tower::Service<ApiRequest> for ApiService {
 }
 
 async fn handle(req: ApiRequest) -> Result<Response<GatewayBody>, GatewayError> {
+    if let Some(call) = native::parse_path(req.http.uri().path(), req.http.uri().query()) {
+        // The alias is copied out: the request moves into the handler.
+        let (alias, method) = (call.alias.to_owned(), call.method);
+        return native::handle(req, &alias, method).await;
+    }
     let surface = match req.http.uri().path() {
         "/v1/models" if req.http.method() == Method::GET => return models(&req.exchange),
         "/v1/chat/completions" => Surface::Chat,
@@ -123,14 +130,25 @@ async fn generate(
     let snapshot = snapshot_of(&exchange)?.clone();
     let (parts, body) = http.into_parts();
     let body = request_body::read(&parts.headers, body, &snapshot.limits).await?;
-    let fields = RequestFields::parse(&body)?;
+    serve(&exchange, &parts.headers, &body, surface).await
+}
+
+/// Serves a request whose OpenAI body is read: route, version, attempts.
+async fn serve(
+    exchange: &Arc<Exchange>,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+    surface: Surface,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let snapshot = snapshot_of(exchange)?.clone();
+    let fields = RequestFields::parse(body)?;
     let wanted = choose::Wanted {
         model: &fields.model,
         user: fields.user.as_deref(),
-        headers: &parts.headers,
+        headers,
     };
     let routing = exchange.since_arrival();
-    let choice = choose::route_and_version(&snapshot, tenant_of(&exchange)?, &wanted);
+    let choice = choose::route_and_version(&snapshot, tenant_of(exchange)?, &wanted);
     // The decision has a span whether it found a version or refused the request.
     if let Ok(choice) = &choice {
         let _ = exchange.route.set(choice.route.clone());
@@ -158,18 +176,18 @@ async fn generate(
     // Embeddings never stream, whatever the body says.
     let stream = fields.stream && surface != Surface::Embeddings;
     if !route.shadows.is_empty() {
-        shadow::mirror(&exchange, &route, &body, surface, stream, snapshot.limits);
+        shadow::mirror(exchange, &route, body, surface, stream, snapshot.limits);
     }
     let request = attempts::Request {
         fields: &fields,
-        body: &body,
+        body,
         surface,
         stream,
         strip_usage: stream && !fields.include_usage,
         limits: &snapshot.limits,
         unsupported_params: route.unsupported_params,
     };
-    attempts::run(&exchange, &choice, &request).await
+    attempts::run(exchange, &choice, &request).await
 }
 
 /// One attempt at `version`: its provider, its upstream model, its timeouts.

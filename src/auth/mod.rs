@@ -131,7 +131,8 @@ impl KeyTable {
     }
 }
 
-/// The key a request presents: `Authorization: Bearer KEY` or `x-api-key: KEY`.
+/// The key a request presents: `Authorization: Bearer KEY`, `x-api-key: KEY`, or
+/// `x-goog-api-key: KEY` (what Google's SDKs send with an API key).
 pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let bytes = value.as_bytes();
@@ -139,7 +140,9 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
             return Some(bytes[7..].trim_ascii());
         }
     }
-    headers.get("x-api-key").map(|v| v.as_bytes().trim_ascii())
+    (headers.get("x-api-key"))
+        .or_else(|| headers.get("x-goog-api-key"))
+        .map(|v| v.as_bytes().trim_ascii())
 }
 
 /// Resolves the caller of a request against the key table.
@@ -152,7 +155,7 @@ pub fn authenticate<'a>(
         .ok_or_else(|| {
             GatewayError::new(
                 ErrorKind::MissingApiKey,
-                "no API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
+                "no API key: send `Authorization: Bearer KEY`, `x-api-key: KEY` or `x-goog-api-key: KEY`",
             )
         })?;
     keys.lookup(key)

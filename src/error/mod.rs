@@ -232,9 +232,27 @@ fn error_json(err: &GatewayError) -> Vec<u8> {
     })
 }
 
-/// The one function that turns an error into an HTTP response.
+/// The API dialect a caller speaks, which its errors are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error":{"message","type","param","code"}}`.
+    OpenAi,
+    /// Google's `{"error":{"code","message","status"}}`, on the Vertex-native surface.
+    Google,
+}
+
+/// The one function that turns an error into an HTTP response, in OpenAI's format.
 pub fn into_response(err: &GatewayError) -> Response<GatewayBody> {
-    let mut response = Response::new(GatewayBody::error(Bytes::from(error_json(err)), err.kind));
+    into_response_in(err, Dialect::OpenAi)
+}
+
+/// An error as an HTTP response in `dialect`: the same status, headers and accounting.
+pub fn into_response_in(err: &GatewayError, dialect: Dialect) -> Response<GatewayBody> {
+    let body = match dialect {
+        Dialect::OpenAi => error_json(err),
+        Dialect::Google => crate::api::gemini::errors::error_body(err.kind.status(), &err.message),
+    };
+    let mut response = Response::new(GatewayBody::error(Bytes::from(body), err.kind));
     *response.status_mut() = err.kind.status();
     let headers = response.headers_mut();
     headers.insert(

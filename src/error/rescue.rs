@@ -1,4 +1,5 @@
-//! Rescue layer: every error from the layers below becomes one response, via `into_response`.
+//! Rescue layer: every error from the layers below becomes one response, via
+//! `into_response_in`, in the dialect of the surface the request came to.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +8,8 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use tower::{Layer, Service};
 
-use super::{GatewayError, into_response};
+use super::{Dialect, GatewayError, into_response_in};
+use crate::api::ApiRequest;
 use crate::body::GatewayBody;
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,7 +27,24 @@ pub struct Rescue<S> {
     inner: S,
 }
 
-impl<S, R> Service<R> for Rescue<S>
+/// The URL path of a request, which picks the dialect of its errors.
+pub trait RequestPath {
+    fn path(&self) -> &str;
+}
+
+impl RequestPath for ApiRequest {
+    fn path(&self) -> &str {
+        self.http.uri().path()
+    }
+}
+
+impl<B> RequestPath for http::Request<B> {
+    fn path(&self) -> &str {
+        self.uri().path()
+    }
+}
+
+impl<S, R: RequestPath> Service<R> for Rescue<S>
 where
     S: Service<R, Response = Response<GatewayBody>, Error = GatewayError>,
 {
@@ -41,8 +60,15 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
+        // Vertex-native callers read Google's error format; everyone else OpenAI's.
+        let dialect = if crate::api::native::is_native_path(req.path()) {
+            Dialect::Google
+        } else {
+            Dialect::OpenAi
+        };
         RescueFuture {
             inner: self.inner.call(req),
+            dialect,
         }
     }
 }
@@ -51,6 +77,7 @@ pin_project_lite::pin_project! {
     pub struct RescueFuture<F> {
         #[pin]
         inner: F,
+        dialect: Dialect,
     }
 }
 
@@ -61,9 +88,10 @@ where
     type Output = Result<Response<GatewayBody>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
-            Err(err) => into_response(&err),
+            Err(err) => into_response_in(&err, *this.dialect),
         }))
     }
 }

@@ -95,16 +95,21 @@ pub struct ToGemini {
     usage: Option<Usage>,
     /// `[DONE]` or an error event came: nothing more is sent.
     ended: bool,
+    /// Framing: SSE events (`alt=sse`), or the elements of one JSON array.
+    array: Option<ArrayState>,
 }
 
-impl Default for ToGemini {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Where a JSON-array stream stands: its `[` is written with the first element.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ArrayState {
+    NotOpened,
+    Open,
+    Closed,
 }
 
 impl ToGemini {
-    pub fn new() -> Self {
+    /// `sse`: Gemini's SSE framing (`alt=sse`); otherwise one JSON array written piecewise.
+    pub fn new(sse: bool) -> Self {
         Self {
             splitter: SseSplitter::new(),
             pending: Vec::new(),
@@ -114,6 +119,19 @@ impl ToGemini {
             choices: Vec::new(),
             usage: None,
             ended: false,
+            array: (!sse).then_some(ArrayState::NotOpened),
+        }
+    }
+
+    /// The body ended: closes a JSON array.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        match self.array {
+            Some(ArrayState::NotOpened) => out.put_slice(b"[]"),
+            Some(ArrayState::Open) => out.put_slice(b"]"),
+            _ => {}
+        }
+        if self.array.is_some() {
+            self.array = Some(ArrayState::Closed);
         }
     }
 
@@ -162,7 +180,7 @@ impl ToGemini {
                 Some(code) if code.contains("timeout") => http::StatusCode::GATEWAY_TIMEOUT,
                 _ => http::StatusCode::BAD_GATEWAY,
             };
-            write_event_bytes(out, &errors::error_body(status, message));
+            self.write_element(out, &errors::error_body(status, message));
             self.ended = true;
             return;
         }
@@ -254,7 +272,7 @@ impl ToGemini {
         }
     }
 
-    fn write_response(&self, out: &mut BytesMut, candidates: Vec<Value>, usage: Option<Value>) {
+    fn write_response(&mut self, out: &mut BytesMut, candidates: Vec<Value>, usage: Option<Value>) {
         let mut response = json!({"candidates": candidates});
         if let Some(usage) = usage {
             response["usageMetadata"] = usage;
@@ -267,15 +285,29 @@ impl ToGemini {
         }
         // A `Value` of strings, numbers and arrays always serializes.
         let bytes = serde_json::to_vec(&response).unwrap_or_default();
-        write_event_bytes(out, &bytes);
+        self.write_element(out, &bytes);
     }
-}
 
-/// `data: JSON` and a blank line, in CRLF as Google sends them.
-fn write_event_bytes(out: &mut BytesMut, json: &[u8]) {
-    out.put_slice(b"data: ");
-    out.put_slice(json);
-    out.put_slice(b"\r\n\r\n");
+    /// One response: `data: JSON` and a blank line in CRLF, as Google sends them, or the
+    /// next element of the JSON array.
+    fn write_element(&mut self, out: &mut BytesMut, json: &[u8]) {
+        match self.array {
+            None => {
+                out.put_slice(b"data: ");
+                out.put_slice(json);
+                out.put_slice(b"\r\n\r\n");
+            }
+            Some(state) => {
+                out.put_slice(if state == ArrayState::NotOpened {
+                    b"["
+                } else {
+                    b","
+                });
+                out.put_slice(json);
+                self.array = Some(ArrayState::Open);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::*;
 
 fn run(input: &str, step: usize) -> String {
-    let mut translator = ToGemini::new();
+    let mut translator = ToGemini::new(true);
     let mut out = BytesMut::new();
     for piece in input.as_bytes().chunks(step.max(1)) {
         translator.feed(piece, &mut out);
@@ -104,4 +104,24 @@ fn an_error_event_ends_the_stream_in_googles_format() {
 fn keep_alives_and_a_missing_done_send_nothing_extra() {
     let out = run(&format!(": keep-alive\n\ndata: {}\n\n", content("x")), 4);
     assert_eq!(events(&out).len(), 1);
+}
+
+#[test]
+fn the_json_array_framing() {
+    let input = openai(&[
+        content("a"),
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+    ]);
+    let mut translator = ToGemini::new(false);
+    let mut out = BytesMut::new();
+    for piece in input.as_bytes().chunks(5) {
+        translator.feed(piece, &mut out);
+    }
+    translator.finish(&mut out);
+    let array: Vec<Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(array.len(), 2);
+    assert_eq!(array[1]["candidates"][0]["finishReason"], "STOP");
+    let mut empty = BytesMut::new();
+    ToGemini::new(false).finish(&mut empty);
+    assert_eq!(&empty[..], b"[]");
 }

@@ -259,6 +259,34 @@ impl VertexProvider {
         })
     }
 
+    /// `out` (a Gemini `countTokens` body from a Vertex-native caller) as the call to the
+    /// model's `:countTokens`, answered as is. `None` when this provider does not speak
+    /// Gemini's API.
+    pub async fn count_tokens_call(
+        &self,
+        version: &Version,
+        out: Outbound,
+    ) -> Option<Result<Outbound, GatewayError>> {
+        if self.api != VertexApi::Gemini {
+            return None;
+        }
+        let path = self
+            .method_path(&version.upstream_model, false)
+            .replace(":generateContent", ":countTokens");
+        let auth = match self.credentials.header().await {
+            Ok(auth) => auth,
+            Err(err) => return Some(Err(err.into())),
+        };
+        Some(Ok(Outbound {
+            call: Call::Vertex(Box::new(VertexCall {
+                path,
+                auth,
+                gemini: None,
+            })),
+            ..out
+        }))
+    }
+
     /// Checks a route version's model names a resource this provider can call.
     pub fn check_model(&self, model: &str) -> Result<(), String> {
         if let VertexApi::OpenAi { .. } = self.api {
