@@ -39,13 +39,20 @@ parse_variant() {
 }
 
 # The base config of an A/B variant (API on PORT, admin on PORT+1, no auth, one route `fast`
-# to the mock on MOCK_PORT) plus its fragment, `@OTLP_GRPC@` replaced by OTLP_ADDR.
+# to the mock's OpenAI surface on MOCK_PORT) plus its fragment, `@OTLP_GRPC@` replaced by
+# OTLP_ADDR and `@MOCK@` by the mock's address. A fragment with its own top-level `providers:`
+# replaces the base's providers and routes, and must define route `fast` itself (to compare
+# providers: a `vertex` provider with `base_url: "http://@MOCK@"` reaches the mock's Vertex
+# surface; `credentials: {type: api_key, env: LOADTEST_VERTEX_KEY}` is set for it).
 # Usage: variant_config PORT MOCK_PORT FRAGMENT OTLP_ADDR > config.yaml
 variant_config() {
   printf 'server:\n  listen: 127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:%s\nauth:\n  enabled: false\n' "$1" $(($1 + 1))
-  printf 'providers:\n  fast: {type: openai, base_url: "http://127.0.0.1:%s/v1"}\nroutes:\n  fast:\n    provider: fast\n' "$2"
-  [ "$3" = - ] || sed "s/@OTLP_GRPC@/$4/g" "$3"
+  if [ "$3" = - ] || ! grep -q '^providers:' "$3"; then
+    printf 'providers:\n  fast: {type: openai, base_url: "http://127.0.0.1:%s/v1"}\nroutes:\n  fast:\n    provider: fast\n' "$2"
+  fi
+  [ "$3" = - ] || sed -e "s/@OTLP_GRPC@/$4/g" -e "s/@MOCK@/127.0.0.1:$2/g" "$3"
 }
+export LOADTEST_VERTEX_KEY=loadtest-key
 
 # Waits until the admin listener on PORT says ready; prints LOG and fails if it never does.
 wait_ready() {
