@@ -74,6 +74,11 @@ impl GatewayBody {
         }
     }
 
+    /// Records that the answer failed with `kind` (for an answer replaced on the way).
+    pub fn mark_error(&mut self, kind: ErrorKind) {
+        self.stats.error = Some(kind);
+    }
+
     /// Replaces a whole body's bytes (a streaming body is left alone).
     pub fn map_full(&mut self, f: impl FnOnce(Bytes) -> Bytes) {
         if let Content::Full(bytes) = &mut self.content {

@@ -40,6 +40,7 @@ async fn native_gateway() -> (MockServer, Gateway) {
          tenants:\n  - name: genai\n    key_hashes: [\"{hash}\"]\n    models: [\"*\"]\n\
          providers:\n  vllm:\n    type: openai\n    base_url: {openai}\n  vertex:\n    type: vertex\n    base_url: {vertex}\n    credentials: {{type: api_key, file: {key}}}\n\
          routes:\n  llama:\n    provider: vllm\n  gemini:\n    provider: vertex\n    upstream_model: gemini-2.5-flash\n\
+         \x20 tools:\n    versions:\n      v: {{provider: vertex, upstream_model: gemini-2.5-flash, headers: {{x-mock-gemini: \"tool_call=1\"}}}}\n\
          \x20 quota:\n    retry: {{max_attempts: 1}}\n    versions:\n      v: {{provider: vertex, upstream_model: gemini-2.5-flash, headers: {{x-mock-gemini: \"error=RESOURCE_EXHAUSTED:retry=2s\"}}}}\n",
         openai = mock.base_url(),
         vertex = mock.vertex_base_url(),
@@ -152,6 +153,9 @@ async fn streams_in_sse_and_json_array_framing() {
         assert_eq!(headers["content-type"], "application/json");
         let array: Vec<Value> = serde_json::from_str(&body).unwrap();
         assert!(array.len() >= 2, "{body}");
+        let last = array.last().unwrap();
+        assert_eq!(last["candidates"][0]["finishReason"], "STOP", "{body}");
+        assert!(last["usageMetadata"]["totalTokenCount"].as_u64().unwrap() > 0);
     }
 }
 
@@ -209,4 +213,42 @@ async fn errors_are_in_googles_format() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_openai_error(&body, "model_not_found");
+}
+
+#[tokio::test]
+async fn function_calling_round_trip() {
+    let (_mock, gw) = native_gateway().await;
+    let tools = r#"[{"functionDeclarations":[{"name":"weather","parameters":{"type":"OBJECT","properties":{"city":{"type":"STRING"}}}}]}]"#;
+    let ask = format!(
+        r#"{{"contents":[{{"role":"user","parts":[{{"text":"Weather in Paris?"}}]}}],"tools":{tools}}}"#
+    );
+    let (status, _, body) =
+        native(&gw, &format!("{PROJECT_PATH}/tools:generateContent"), &ask).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = json(&body);
+    let part = &answer["candidates"][0]["content"]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "weather", "{body}");
+    assert!(part["functionCall"]["args"].is_object());
+
+    // The history goes back with the call and its answer; the model answers in text.
+    let history = json!({
+        "contents": [
+            {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+            {"role": "model", "parts": [part]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "weather", "response": {"temp": 21}}}]},
+        ],
+        "tools": serde_json::from_str::<Value>(tools).unwrap(),
+    });
+    let (status, _, body) = native(
+        &gw,
+        &format!("{PROJECT_PATH}/gemini:generateContent"),
+        &history.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        json(&body)["candidates"][0]["content"]["parts"][0]["text"]
+            .as_str()
+            .is_some()
+    );
 }

@@ -128,8 +128,15 @@ async fn count_tokens(
     };
     let choice = super::choose::route_and_version(&snapshot, tenant, &wanted)?;
     let _ = exchange.route.set(choice.route.clone());
-    exchange.start_attempt(choice.version);
-    let version = &choice.route.versions[choice.version];
+    // Counting is not a canary's business: the chosen version if it is on Vertex AI, else
+    // the route's first version that is.
+    let on_vertex = |i: &usize| matches!(choice.route.versions[*i].provider, Provider::Vertex(_));
+    let index = std::iter::once(choice.version)
+        .chain(0..choice.route.versions.len())
+        .find(on_vertex)
+        .unwrap_or(choice.version);
+    exchange.start_attempt(index);
+    let version = &choice.route.versions[index];
     let Provider::Vertex(provider) = &version.provider else {
         return Err(not_counted(alias));
     };
@@ -141,9 +148,15 @@ async fn count_tokens(
         arrived: exchange.arrived,
         call: Call::OpenAi,
     };
-    let out = provider
-        .count_tokens_call(version, out)
+    let limit = version.timeouts.first_token.0.min(version.timeouts.total.0);
+    let out = tokio::time::timeout(limit, provider.count_tokens_call(version, out))
         .await
+        .map_err(|_| {
+            GatewayError::new(
+                ErrorKind::UpstreamTimeout,
+                "no Vertex AI token came within the route's first-token timeout",
+            )
+        })?
         .ok_or_else(|| not_counted(alias))??;
     let mut answer =
         crate::upstream::forward(exchange, &provider.upstream, version, &snapshot.limits, out)
@@ -187,7 +200,10 @@ fn as_gemini(answer: &mut Response<GatewayBody>, method: NativeMethod) {
         let translated = if status.is_success() {
             response::generate_content_response(&bytes).ok()
         } else {
-            errors::from_openai(&bytes, status)
+            // An error keeps its status; a body in no known format gets a plain message.
+            Some(errors::from_openai(&bytes, status).unwrap_or_else(|| {
+                errors::error_body(status, "the upstream answered with an error")
+            }))
         };
         Bytes::from(translated.unwrap_or_else(|| {
             failed = true;
@@ -198,6 +214,7 @@ fn as_gemini(answer: &mut Response<GatewayBody>, method: NativeMethod) {
         }))
     });
     if failed {
+        body.mark_error(ErrorKind::UpstreamProtocol);
         *answer.status_mut() = StatusCode::BAD_GATEWAY;
     }
     // A whole answer is JSON whichever way it went; a stream that was refused before it

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use bytes::Bytes;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::endpoints::{self, EndpointHealth};
 use crate::config::{EjectionConfig, OpenAiProviderConfig, UpstreamHttp};
@@ -85,25 +86,22 @@ pub enum Transport {
     Hyper {
         clients: Box<[HttpClient]>,
         per_worker: usize,
+        /// Each worker's turn among its clients: touched by that worker only.
+        turns: Box<[AtomicUsize]>,
     },
-}
-
-thread_local! {
-    /// This worker thread's turn among its clients (no state shared between workers).
-    static NEXT_CLIENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl Transport {
     /// The next of the hyper clients of the worker running this thread.
-    pub fn hyper_client(clients: &[HttpClient], per_worker: usize) -> Option<&HttpClient> {
+    pub fn hyper_client<'a>(
+        clients: &'a [HttpClient],
+        per_worker: usize,
+        turns: &[AtomicUsize],
+    ) -> Option<&'a HttpClient> {
         let per_worker = per_worker.max(1);
-        let turn = NEXT_CLIENT.with(|next| {
-            let turn = next.get();
-            next.set(turn.wrapping_add(1));
-            turn % per_worker
-        });
         let workers = (clients.len() / per_worker).max(1);
         let worker = crate::server::worker_index() % workers;
+        let turn = turns.get(worker).map_or(0, |t| t.fetch_add(1, Relaxed)) % per_worker;
         clients.get(worker * per_worker + turn)
     }
 }
@@ -279,6 +277,7 @@ fn compile_endpoint(
                     .collect::<Result<Box<[_]>, _>>()
                     .map_err(|err| ("ca_file".to_owned(), err))?,
                 per_worker,
+                turns: (0..workers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
             }
         }
     };

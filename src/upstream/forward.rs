@@ -144,6 +144,7 @@ pub async fn forward(
             Transport::Hyper {
                 clients,
                 per_worker,
+                turns,
             } => {
                 let (uri, auth) = match &out.call {
                     Call::OpenAi => (endpoint.uri(out.surface).clone(), None),
@@ -155,7 +156,7 @@ pub async fn forward(
                 let (status, headers, incoming) = send_hyper(
                     provider,
                     version,
-                    Transport::hyper_client(clients, *per_worker),
+                    Transport::hyper_client(clients, *per_worker, turns),
                     (uri, auth),
                     accept,
                     out.body.clone(),

@@ -71,7 +71,11 @@ pub async fn error_answer(
     let body = read_body(source, limits, total).await?;
     let Some(translated) = errors::translate(&body, status) else {
         if AnswerView::parse(&body).is_ok_and(|view| view.error.is_some()) {
-            return Ok(error_response(status, HeaderMap::new(), body, stats));
+            let mut headers = HeaderMap::new();
+            if let Some(after) = upstream_headers.get(header::RETRY_AFTER) {
+                headers.insert(header::RETRY_AFTER, after.clone());
+            }
+            return Ok(error_response(status, headers, body, stats));
         }
         let retry_after = super::retry_after(upstream_headers);
         return Err(unexplained_error(status, retry_after, "a Google or OpenAI"));

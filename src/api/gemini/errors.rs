@@ -42,10 +42,15 @@ struct OpenAiEnvelope<'a> {
     error: OpenAiError<'a>,
 }
 
+/// OpenAI's error object, or the bare string TGI answers with.
 #[derive(Deserialize)]
-struct OpenAiError<'a> {
-    #[serde(borrow, default)]
-    message: std::borrow::Cow<'a, str>,
+#[serde(untagged)]
+enum OpenAiError<'a> {
+    Object {
+        #[serde(borrow, default)]
+        message: std::borrow::Cow<'a, str>,
+    },
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
 }
 
 /// Google's error body for an OpenAI error body answered with `status`, or `None` when
@@ -56,7 +61,10 @@ pub fn from_openai(body: &[u8], status: StatusCode) -> Option<Vec<u8>> {
         return None;
     }
     let envelope: OpenAiEnvelope<'_> = serde_json::from_slice(body).ok()?;
-    Some(error_body(status, &envelope.error.message))
+    let message = match &envelope.error {
+        OpenAiError::Object { message } | OpenAiError::Text(message) => message,
+    };
+    Some(error_body(status, message))
 }
 
 #[cfg(test)]
@@ -98,6 +106,15 @@ mod tests {
             value,
             json!({"error": {"code": 503, "message": "model overloaded", "status": "UNAVAILABLE"}})
         );
+        // TGI's errors are a string.
+        let tgi = from_openai(
+            br#"{"error":"Input validation error","error_type":"validation"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&tgi).unwrap();
+        assert_eq!(value["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(value["error"]["message"], "Input validation error");
         assert_eq!(from_openai(b"<html>", StatusCode::BAD_GATEWAY), None);
         assert_eq!(from_openai(b"[{}]", StatusCode::BAD_GATEWAY), None);
     }

@@ -2,6 +2,7 @@
 //! their translation for versions that speak OpenAI (vLLM, TGI, Ollama, llama.cpp), with the
 //! answers, streams and errors put back in Gemini's terms.
 
+pub mod carried;
 pub mod errors;
 pub mod request;
 pub mod response;

@@ -61,6 +61,10 @@ struct Part<'a> {
     function_call: Option<FunctionCall<'a>>,
     #[serde(borrow, default)]
     function_response: Option<FunctionResponse<'a>>,
+    /// Gemini 3's signature of a function call, carried in the tool call's `extra_content`
+    /// (as Google's OpenAI-compatible API does) so it comes back.
+    #[serde(borrow, default)]
+    thought_signature: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -140,7 +144,7 @@ struct FunctionCallingConfig<'a> {
 struct GenerationConfig<'a> {
     temperature: Option<f64>,
     top_p: Option<f64>,
-    top_k: Option<f64>,
+    top_k: Option<u32>,
     max_output_tokens: Option<u32>,
     #[serde(borrow, default)]
     stop_sequences: Vec<Cow<'a, str>>,
@@ -199,6 +203,27 @@ pub fn chat_request(
     if unsupported == UnsupportedParams::Reject {
         let carried = |name: &str, value: &str| KNOWN_FIELDS.contains(&name) || value == "null";
         crate::api::unsupported::refuse_uncarried(body, carried, "the OpenAI-compatible server")?;
+        let nested = super::carried::uncarried_nested(body);
+        if !nested.is_empty() {
+            return Err(GatewayError::new(
+                ErrorKind::UnsupportedParameter,
+                format!(
+                    "the OpenAI-compatible server has no equivalent for {}; this route refuses such parameters rather than ignore them",
+                    nested.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(n) = request
+        .generation_config
+        .as_ref()
+        .and_then(|c| c.candidate_count)
+        && n > super::stream::MAX_CHOICES as u32
+    {
+        return Err(invalid(format!(
+            "candidateCount {n} is more than {} answers",
+            super::stream::MAX_CHOICES
+        )));
     }
     let mut messages = Vec::new();
     if let Some(system) = &request.system_instruction {
@@ -221,8 +246,14 @@ pub fn chat_request(
                 if let Some(description) = &f.description {
                     function["description"] = json!(description);
                 }
-                if let Some(parameters) = f.parameters_json_schema.or(f.parameters) {
-                    function["parameters"] = json!(parameters);
+                // JSON Schema as is; Gemini's OpenAPI-subset schema converted.
+                let parameters = match (f.parameters_json_schema, f.parameters) {
+                    (Some(schema), _) => Some(json!(schema)),
+                    (None, Some(schema)) => Some(super::carried::json_schema_of(schema)),
+                    (None, None) => None,
+                };
+                if let Some(parameters) = parameters {
+                    function["parameters"] = parameters;
                 }
                 json!({"type": "function", "function": function})
             })
@@ -285,7 +316,11 @@ fn params(config: Option<&GenerationConfig<'_>>, stream: bool) -> BTreeMap<&'sta
     if !config.stop_sequences.is_empty() {
         put("stop", Some(json!(config.stop_sequences)));
     }
-    let schema = config.response_json_schema.or(config.response_schema);
+    let schema = match (config.response_json_schema, config.response_schema) {
+        (Some(schema), _) => Some(json!(schema)),
+        (None, Some(schema)) => Some(super::carried::json_schema_of(schema)),
+        (None, None) => None,
+    };
     let format = match (config.response_mime_type.as_deref(), schema) {
         (_, Some(schema)) => Some(json!({"type": "json_schema",
             "json_schema": {"name": "response", "schema": schema}})),
@@ -293,14 +328,15 @@ fn params(config: Option<&GenerationConfig<'_>>, stream: bool) -> BTreeMap<&'sta
         _ => None,
     };
     put("response_format", format);
+    // vLLM takes `low`, `medium` and `high` only: a budget of 0 (thinking off) and -1
+    // (dynamic) have no OpenAI equivalent and are left to the server's default.
     let effort = (config.thinking_config.as_ref())
         .and_then(|t| t.thinking_budget)
-        .map(|budget| match budget {
-            ..=0 => "none",
-            1..=512 => "minimal",
-            513..=2048 => "low",
-            2049..=12288 => "medium",
-            _ => "high",
+        .and_then(|budget| match budget {
+            ..=0 => None,
+            1..=2048 => Some("low"),
+            2049..=12288 => Some("medium"),
+            _ => Some("high"),
         });
     put("reasoning_effort", effort.map(Value::from));
     out
@@ -333,8 +369,13 @@ fn turns(contents: &[Content<'_>], messages: &mut Vec<Value>) -> Result<(), Gate
                     None => format!("call_{turn}_{}", calls.len()),
                 };
                 let arguments = call.args.map_or("{}", RawValue::get);
-                calls.push(json!({"id": id, "type": "function",
-                    "function": {"name": call.name, "arguments": arguments}}));
+                let mut tool_call = json!({"id": id, "type": "function",
+                    "function": {"name": call.name, "arguments": arguments}});
+                if let Some(signature) = &part.thought_signature {
+                    tool_call["extra_content"] =
+                        json!({"google": {"thought_signature": signature}});
+                }
+                calls.push(tool_call);
                 open_calls.push((id, call.name.to_string()));
             }
             if let Some(answer) = &part.function_response {
@@ -358,13 +399,15 @@ fn turns(contents: &[Content<'_>], messages: &mut Vec<Value>) -> Result<(), Gate
                 messages.push(message);
             }
             "model" => {}
-            "user" if !content.is_null() => {
+            // `tool` and `function` turns carry function responses (google-genai's own
+            // examples send them so); like `user`, they are what the caller says.
+            "user" | "tool" | "function" if !content.is_null() => {
                 messages.push(json!({"role": "user", "content": content}));
             }
-            "user" => {}
+            "user" | "tool" | "function" => {}
             other => {
                 return Err(invalid(format!(
-                    "contents[{turn}]: role `{other}` is not user or model"
+                    "contents[{turn}]: role `{other}` is not user, model or tool"
                 )));
             }
         }
@@ -373,12 +416,13 @@ fn turns(contents: &[Content<'_>], messages: &mut Vec<Value>) -> Result<(), Gate
 }
 
 /// The id of the open call a function response answers: by Gemini's id when it has one,
-/// else the earliest open call of that name.
+/// else the latest open call of that name.
 fn answer_id(
     open_calls: &mut Vec<(String, String)>,
     answer: &FunctionResponse<'_>,
 ) -> Result<String, GatewayError> {
-    let at = open_calls.iter().position(|(id, name)| match &answer.id {
+    // By name, the most recent open call: an earlier one left unanswered is not this one.
+    let at = open_calls.iter().rposition(|(id, name)| match &answer.id {
         Some(wanted) => id == wanted,
         None => *name == answer.name,
     });

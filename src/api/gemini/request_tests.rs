@@ -57,7 +57,7 @@ fn generation_config_becomes_openai_parameters() {
     for (name, value) in [
         ("temperature", json!(0.3)),
         ("top_p", json!(0.8)),
-        ("top_k", json!(40.0)),
+        ("top_k", json!(40)),
         ("max_tokens", json!(99)),
         ("stop", json!(["END"])),
         ("seed", json!(5)),
@@ -177,5 +177,79 @@ fn bad_requests_are_refused_clearly() {
     assert_eq!(
         translate(json!([]), false).unwrap_err().kind,
         ErrorKind::InvalidField
+    );
+}
+
+#[test]
+fn tool_turns_signatures_and_the_latest_call_by_name() {
+    let out = translate(
+        json!({"contents": [
+            {"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "w", "args": {}}}]},
+            {"role": "user", "parts": [{"text": "never mind; and now?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "w", "args": {}}, "thoughtSignature": "U0lH"}]},
+            {"role": "tool", "parts": [{"functionResponse": {"name": "w", "response": {"t": 1}}}]},
+        ]}),
+        false,
+    )
+    .unwrap();
+    let messages = out["messages"].as_array().unwrap();
+    assert_eq!(
+        messages[3]["tool_calls"][0]["extra_content"],
+        json!({"google": {"thought_signature": "U0lH"}})
+    );
+    // The answer pairs with the call just made, not the one left unanswered.
+    assert_eq!(
+        messages[4],
+        json!({"role": "tool", "tool_call_id": "call_3_0", "content": "{\"t\":1}"})
+    );
+}
+
+#[test]
+fn thinking_budgets_vllm_can_take() {
+    let effort = |budget: i64| {
+        translate(
+            json!({"contents": [], "generationConfig": {"thinkingConfig": {"thinkingBudget": budget}}}),
+            false,
+        )
+        .unwrap()
+        .get("reasoning_effort")
+        .cloned()
+    };
+    assert_eq!(effort(0), None);
+    assert_eq!(effort(-1), None);
+    assert_eq!(effort(100), Some(json!("low")));
+    assert_eq!(effort(8192), Some(json!("medium")));
+    assert_eq!(effort(30000), Some(json!("high")));
+}
+
+#[test]
+fn nested_fields_and_too_many_candidates_are_refused() {
+    let err = translate(
+        json!({"contents": [], "tools": [{"googleSearch": {}}]}),
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UnsupportedParameter);
+    assert!(
+        err.message.contains("tools[0].googleSearch"),
+        "{}",
+        err.message
+    );
+    let err = translate(
+        json!({"contents": [], "generationConfig": {"candidateCount": 9}}),
+        false,
+    )
+    .unwrap_err();
+    assert!(err.message.contains("candidateCount"));
+    // Gemini's schema dialect becomes JSON Schema on the way.
+    let out = translate(
+        json!({"contents": [], "generationConfig": {"responseSchema": {"type": "OBJECT"}}}),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        out["response_format"]["json_schema"]["schema"],
+        json!({"type": "object"})
     );
 }

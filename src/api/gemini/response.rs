@@ -29,13 +29,23 @@ struct Choice<'a> {
     finish_reason: Option<&'a str>,
 }
 
+/// A field's value, with JSON `null` read as its default: servers write `"tool_calls":
+/// null` or `"name": null` where OpenAI leaves the field out.
+pub(super) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[derive(Deserialize)]
 pub(super) struct Message<'a> {
     #[serde(borrow, default)]
     pub(super) content: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(super) refusal: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub(super) tool_calls: Vec<ToolCall<'a>>,
 }
 
@@ -45,22 +55,31 @@ pub(super) struct ToolCall<'a> {
     pub(super) id: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     pub(super) function: Function<'a>,
+    /// Gemini 3's signature of the call, as Tollgate's Vertex translation hands it out.
+    #[serde(default)]
+    pub(super) extra_content: Option<Value>,
+}
+
+impl ToolCall<'_> {
+    pub(super) fn thought_signature(&self) -> Option<&str> {
+        self.extra_content.as_ref()?["google"]["thought_signature"].as_str()
+    }
 }
 
 #[derive(Deserialize)]
 pub(super) struct Function<'a> {
-    #[serde(borrow, default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) name: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) arguments: std::borrow::Cow<'a, str>,
 }
 
 /// OpenAI's usage, with the details Gemini reports apart.
 #[derive(Clone, Copy, Default, Deserialize)]
 pub(super) struct Usage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     prompt_tokens: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
@@ -124,7 +143,11 @@ pub(super) fn function_call_part(call: &ToolCall<'_>) -> Value {
     if let Some(id) = &call.id {
         call_json["id"] = json!(id);
     }
-    json!({"functionCall": call_json})
+    let mut part = json!({"functionCall": call_json});
+    if let Some(signature) = call.thought_signature() {
+        part["thoughtSignature"] = json!(signature);
+    }
+    part
 }
 
 /// The parts of an assistant message: its text (or refusal) and its tool calls.
@@ -136,6 +159,24 @@ pub(super) fn message_parts(message: &Message<'_>) -> Vec<Value> {
     }
     parts.extend(message.tool_calls.iter().map(function_call_part));
     parts
+}
+
+/// Gemini's `promptFeedback` for an answer that is only a content-filter refusal (what the
+/// Vertex translation makes of a blocked prompt): a blocked prompt has no candidates.
+fn prompt_block(completion: &Completion<'_>) -> Option<Value> {
+    let [choice] = completion.choices.as_slice() else {
+        return None;
+    };
+    let message = choice.message.as_ref()?;
+    let refused = choice.finish_reason == Some("content_filter")
+        && message.content.as_deref().is_none_or(str::is_empty)
+        && message.tool_calls.is_empty();
+    let why = message.refusal.as_deref().filter(|_| refused)?;
+    let reason = why
+        .strip_prefix("the prompt was blocked (")
+        .and_then(|rest| rest.split_once(')'))
+        .map_or("OTHER", |(reason, _)| reason);
+    Some(json!({"blockReason": reason, "blockReasonMessage": why}))
 }
 
 /// The Gemini response for a whole OpenAI chat completion `body`.
@@ -167,7 +208,10 @@ pub fn generate_content_response(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             })
         })
         .collect();
-    let mut out = json!({"candidates": candidates});
+    let mut out = match prompt_block(&completion) {
+        Some(feedback) => json!({"promptFeedback": feedback}),
+        None => json!({"candidates": candidates}),
+    };
     if let Some(usage) = &completion.usage {
         out["usageMetadata"] = usage_metadata(usage);
     }
@@ -231,6 +275,37 @@ mod tests {
             ])
         );
         assert_eq!(out["candidates"][0]["finishReason"], "STOP");
+    }
+
+    #[test]
+    fn nulls_signatures_and_blocked_prompts() {
+        let out = translate(
+            json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "ok", "tool_calls": null}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": null}}),
+        );
+        assert_eq!(
+            out["candidates"][0]["content"]["parts"],
+            json!([{"text": "ok"}])
+        );
+        assert_eq!(out["usageMetadata"]["candidatesTokenCount"], 0);
+        let out = translate(
+            json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"tool_calls": [{"id": "c", "type": "function",
+                "function": {"name": "f", "arguments": "{}"},
+                "extra_content": {"google": {"thought_signature": "U0lH"}}}]}}]}),
+        );
+        assert_eq!(
+            out["candidates"][0]["content"]["parts"][0]["thoughtSignature"],
+            "U0lH"
+        );
+        let out = translate(
+            json!({"choices": [{"index": 0, "finish_reason": "content_filter",
+            "message": {"role": "assistant", "content": null,
+                "refusal": "the prompt was blocked (PROHIBITED_CONTENT): no"}}]}),
+        );
+        assert!(out.get("candidates").is_none());
+        assert_eq!(out["promptFeedback"]["blockReason"], "PROHIBITED_CONTENT");
     }
 
     #[test]

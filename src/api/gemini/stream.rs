@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use super::errors;
 use super::response::{
-    Function, ToolCall, Usage, finish_reason, function_call_part, usage_metadata,
+    Function, ToolCall, Usage, finish_reason, function_call_part, null_as_default, usage_metadata,
 };
 use crate::upstream::sse::{EventData, SseSplitter, event_data};
 
 /// Most choices a stream may carry, and most tool calls one choice may gather.
-const MAX_CHOICES: usize = 8;
+pub const MAX_CHOICES: usize = 8;
 const MAX_TOOL_CALLS: usize = 128;
 
 #[derive(Deserialize)]
@@ -47,7 +47,7 @@ struct Delta<'a> {
     content: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     refusal: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     tool_calls: Vec<ToolCallDelta<'a>>,
 }
 
@@ -59,6 +59,8 @@ struct ToolCallDelta<'a> {
     id: Option<&'a str>,
     #[serde(borrow, default)]
     function: Option<FunctionDelta<'a>>,
+    #[serde(default)]
+    extra_content: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +77,7 @@ struct PendingCall {
     id: Option<String>,
     name: String,
     arguments: String,
+    extra_content: Option<Value>,
 }
 
 /// What one choice has gathered, and its finish event once it finished.
@@ -180,6 +183,8 @@ impl ToGemini {
                 Some(code) if code.contains("timeout") => http::StatusCode::GATEWAY_TIMEOUT,
                 _ => http::StatusCode::BAD_GATEWAY,
             };
+            // What finished before the error still reaches the client.
+            self.flush(out);
             self.write_element(out, &errors::error_body(status, message));
             self.ended = true;
             return;
@@ -218,6 +223,9 @@ impl ToGemini {
                     if let Some(id) = call.id {
                         pending.id = Some(id.to_owned());
                     }
+                    if call.extra_content.is_some() {
+                        pending.extra_content.clone_from(&call.extra_content);
+                    }
                     if let Some(function) = &call.function {
                         pending
                             .name
@@ -243,6 +251,11 @@ impl ToGemini {
     /// the usage.
     fn done(&mut self, out: &mut BytesMut) {
         self.ended = true;
+        self.flush(out);
+    }
+
+    /// Writes the choices held back (finished, or with gathered calls) and the usage.
+    fn flush(&mut self, out: &mut BytesMut) {
         let choices = std::mem::take(&mut self.choices);
         let candidates: Vec<Value> = choices
             .iter()
@@ -259,6 +272,7 @@ impl ToGemini {
                                 name: call.name.as_str().into(),
                                 arguments: call.arguments.as_str().into(),
                             },
+                            extra_content: call.extra_content.clone(),
                         })
                     })
                     .collect();

@@ -125,3 +125,27 @@ fn the_json_array_framing() {
     ToGemini::new(false).finish(&mut empty);
     assert_eq!(&empty[..], b"[]");
 }
+
+#[test]
+fn nulls_do_not_lose_text_and_an_error_does_not_lose_finished_calls() {
+    let input = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\",\"tool_calls\":null}}]}\n\n";
+    let out = events(&run(input, usize::MAX));
+    assert_eq!(
+        out[0]["candidates"][0]["content"]["parts"][0]["text"],
+        "Hello"
+    );
+
+    let input = format!(
+        "data: {}\n\ndata: {}\n\ndata: {{\"error\":{{\"message\":\"cut\",\"type\":\"upstream_error\",\"param\":null,\"code\":\"upstream_stream_truncated\"}}}}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c1",
+            "function": {"name": "f", "arguments": "{}"},
+            "extra_content": {"google": {"thought_signature": "U0lH"}}}]}}]}),
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+    );
+    let out = events(&run(&input, 9));
+    assert_eq!(out.len(), 2, "{out:?}");
+    let part = &out[0]["candidates"][0]["content"]["parts"][0];
+    assert_eq!(part["functionCall"]["name"], "f");
+    assert_eq!(part["thoughtSignature"], "U0lH");
+    assert_eq!(out[1]["error"]["status"], "UNAVAILABLE");
+}
