@@ -12,6 +12,7 @@ use super::response::{
     Function, ToolCall, Usage, finish_reason, function_call_part, null_as_default, usage_metadata,
 };
 use crate::upstream::sse::{EventData, SseSplitter, event_data};
+use crate::upstream::tee::MAX_EVENT_BYTES;
 
 /// Most choices a stream may carry, and most tool calls one choice may gather.
 pub const MAX_CHOICES: usize = 8;
@@ -198,6 +199,7 @@ impl ToGemini {
         if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
         }
+        let mut too_large = false;
         for choice in chunk.choices.iter().flatten() {
             if choice.index >= MAX_CHOICES {
                 continue;
@@ -233,6 +235,8 @@ impl ToGemini {
                         pending
                             .arguments
                             .push_str(function.arguments.as_deref().unwrap_or_default());
+                        // Gathered calls are held in memory: as bounded as one event.
+                        too_large |= pending.name.len() + pending.arguments.len() > MAX_EVENT_BYTES;
                     }
                 }
             }
@@ -244,6 +248,15 @@ impl ToGemini {
                     "index": choice.index});
                 self.write_response(out, vec![candidate], None);
             }
+        }
+        if too_large {
+            let message = format!("a tool call is larger than {MAX_EVENT_BYTES} bytes");
+            self.write_element(
+                out,
+                &errors::error_body(http::StatusCode::BAD_GATEWAY, &message),
+            );
+            self.choices.clear();
+            self.ended = true;
         }
     }
 

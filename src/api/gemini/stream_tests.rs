@@ -149,3 +149,17 @@ fn nulls_do_not_lose_text_and_an_error_does_not_lose_finished_calls() {
     assert_eq!(part["thoughtSignature"], "U0lH");
     assert_eq!(out[1]["error"]["status"], "UNAVAILABLE");
 }
+
+#[test]
+fn a_tool_call_larger_than_an_event_ends_the_stream() {
+    let piece = "x".repeat(1024 * 1024);
+    let mut input = String::new();
+    for _ in 0..9 {
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "function": {"arguments": piece}}]}}]});
+        input.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let out = events(&run(&input, usize::MAX));
+    assert_eq!(out.len(), 1);
+    assert!(out[0]["error"]["message"].as_str().unwrap().contains("larger than"));
+}
