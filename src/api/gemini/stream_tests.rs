@@ -161,5 +161,10 @@ fn a_tool_call_larger_than_an_event_ends_the_stream() {
     }
     let out = events(&run(&input, usize::MAX));
     assert_eq!(out.len(), 1);
-    assert!(out[0]["error"]["message"].as_str().unwrap().contains("larger than"));
+    assert!(
+        out[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than")
+    );
 }
