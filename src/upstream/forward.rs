@@ -205,8 +205,15 @@ pub async fn forward(
     {
         // Google puts the retry delay in the body: read it before the endpoint learns.
         let reading = Instant::now();
-        let answer =
-            google::error_answer(status, &headers, source, limits, deadlines.total, stats).await;
+        let answer = google::error_answer(
+            status,
+            headers.clone(),
+            source,
+            limits,
+            deadlines.total,
+            stats,
+        )
+        .await;
         exchange.add_wait(reading.elapsed());
         match &answer {
             Ok(response) => learn(
@@ -474,17 +481,28 @@ async fn upstream_error(
     stats: ExchangeStats,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body = read_body(source, limits, total).await?;
-    let is_openai_error = AnswerView::parse(&body).is_ok_and(|view| view.error.is_some());
-    if !is_openai_error {
-        let retry_after = crate::upstream::retry_after(&headers);
-        return Err(unexplained_error(status, retry_after, "an OpenAI"));
+    openai_error_answer(status, headers, body, stats, "an OpenAI")
+}
+
+/// An upstream error status with its body read: an OpenAI error body passes with its status
+/// and headers; anything else (`expected` names what was hoped for) is a gateway error.
+pub(super) fn openai_error_answer(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    stats: ExchangeStats,
+    expected: &str,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    if AnswerView::parse(&body).is_ok_and(|view| view.error.is_some()) {
+        return Ok(error_response(status, headers, body, stats));
     }
-    Ok(error_response(status, headers, body, stats))
+    let retry_after = crate::upstream::retry_after(&headers);
+    Err(unexplained_error(status, retry_after, expected))
 }
 
 /// An upstream error status whose body is not an error in the upstream's own format
 /// (`expected`, e.g. "an OpenAI"): replaced by a gateway error.
-pub(super) fn unexplained_error(
+fn unexplained_error(
     status: StatusCode,
     retry_after: Option<std::time::Duration>,
     expected: &str,

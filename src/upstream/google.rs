@@ -9,8 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Uri};
 use tokio::time::Instant;
 
-use super::forward::{error_response, read_body, unexplained_error};
-use super::openai_view::AnswerView;
+use super::forward::{error_response, openai_error_answer, read_body};
 use super::source::Source;
 use super::stats::ExchangeStats;
 use crate::body::GatewayBody;
@@ -62,7 +61,7 @@ pub fn completion_body(body: &[u8], model: &str) -> Result<Bytes, GatewayError> 
 /// is; any other body is replaced by a gateway error.
 pub async fn error_answer(
     status: StatusCode,
-    upstream_headers: &HeaderMap,
+    upstream_headers: HeaderMap,
     source: Source,
     limits: &Limits,
     total: Instant,
@@ -70,15 +69,7 @@ pub async fn error_answer(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let body = read_body(source, limits, total).await?;
     let Some(translated) = errors::translate(&body, status) else {
-        if AnswerView::parse(&body).is_ok_and(|view| view.error.is_some()) {
-            let mut headers = HeaderMap::new();
-            if let Some(after) = upstream_headers.get(header::RETRY_AFTER) {
-                headers.insert(header::RETRY_AFTER, after.clone());
-            }
-            return Ok(error_response(status, headers, body, stats));
-        }
-        let retry_after = super::retry_after(upstream_headers);
-        return Err(unexplained_error(status, retry_after, "a Google or OpenAI"));
+        return openai_error_answer(status, upstream_headers, body, stats, "a Google or OpenAI");
     };
     let mut headers = HeaderMap::new();
     // RetryInfo says when; without it, the HTTP header may.
