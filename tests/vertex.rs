@@ -17,7 +17,7 @@ const API_KEY: &str = "test-express-key-0123";
 /// forwarded): `g` plain, `tools`, `blocked`, `quota` (429 with RetryInfo, no retries),
 /// `broken` (an error after two stream events), `lenient` (unsupported parameters dropped).
 async fn vertex_gateway() -> (MockServer, Gateway) {
-    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let key_file = temp_file("express-key", &format!("{API_KEY}\n"));
     let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
         .await
         .unwrap();
@@ -46,17 +46,6 @@ async fn vertex_gateway() -> (MockServer, Gateway) {
         broken = version("error=UNAVAILABLE:after=2"),
     );
     (mock, gateway(&yaml).await)
-}
-
-/// Writes `content` to a file of this test process (tests run in parallel, so the name is
-/// unique per call) and returns its path.
-fn secret_file(name: &str, content: &str) -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path =
-        std::env::temp_dir().join(format!("tollgate-vertex-{}-{n}-{name}", std::process::id()));
-    std::fs::write(&path, content).unwrap();
-    path
 }
 
 #[tokio::test]
@@ -300,7 +289,7 @@ async fn bad_vertex_configs_are_refused_with_their_key() {
 
 /// A gateway whose `g` route goes to a `vertex_openai` provider with `provider_extra`.
 async fn openai_compatible_gateway(mock: &MockServer, provider_extra: &str) -> Gateway {
-    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let key_file = temp_file("express-key", &format!("{API_KEY}\n"));
     gateway(&format!(
         "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
          providers:\n  vo:\n    type: vertex_openai\n    project: tollgate-mock-project\n    location: us-east5\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n{provider_extra}\
@@ -405,7 +394,7 @@ async fn a_retry_delay_ejects_the_endpoint_and_moves_to_the_fallback() {
     let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
         .await
         .unwrap();
-    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let key_file = temp_file("express-key", &format!("{API_KEY}\n"));
     let gw = gateway(&format!(
         "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
          providers:\n  gemini:\n    type: vertex\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n    ejection: {{consecutive_failures: 1}}\n\
@@ -450,7 +439,7 @@ async fn the_client_span_names_vertex_and_the_model_gemini_answered_with() {
     let mock = MockServer::start(MockConfig::default().with_vertex_api_key(API_KEY))
         .await
         .unwrap();
-    let key_file = secret_file("express-key", &format!("{API_KEY}\n"));
+    let key_file = temp_file("express-key", &format!("{API_KEY}\n"));
     let gw = gateway(&format!(
         "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n{tracing}\
          providers:\n  gemini:\n    type: vertex\n    base_url: {base}\n    credentials: {{type: api_key, file: {key}}}\n\

@@ -13,18 +13,6 @@ use tollgate_mock::{MockConfig, MockServer, TokenFailure, fixtures};
 
 const CHAT: &str = r#"{"model":"g","messages":[{"role":"user","content":"Hello"}]}"#;
 
-/// A file of this test process with `content`; names are unique per call.
-fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!(
-        "tollgate-vertex-auth-{}-{n}-{name}",
-        std::process::id()
-    ));
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
 /// A mock Vertex that accepts only the tokens it issued, and a gateway whose `credentials`
 /// section is `credentials` (YAML flow mapping).
 async fn gateway_with(mock: &MockServer, credentials: &str) -> Gateway {

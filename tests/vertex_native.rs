@@ -17,14 +17,6 @@ const CLIENT_KEY: &str = "sk-native-client";
 
 const PROJECT_PATH: &str = "/v1/projects/p/locations/us-central1/publishers/google/models";
 
-fn key_file() -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("tollgate-native-{}-{n}", std::process::id()));
-    std::fs::write(&path, API_KEY).unwrap();
-    path
-}
-
 /// A gateway with auth on: alias `llama` on the mock's OpenAI surface, `gemini` on its
 /// Vertex surface, `quota` on a Vertex version that answers 429.
 async fn native_gateway() -> (MockServer, Gateway) {
@@ -44,7 +36,7 @@ async fn native_gateway() -> (MockServer, Gateway) {
          \x20 quota:\n    retry: {{max_attempts: 1}}\n    versions:\n      v: {{provider: vertex, upstream_model: gemini-2.5-flash, headers: {{x-mock-gemini: \"error=RESOURCE_EXHAUSTED:retry=2s\"}}}}\n",
         openai = mock.base_url(),
         vertex = mock.vertex_base_url(),
-        key = key_file().display(),
+        key = temp_file("express-key", API_KEY).display(),
     );
     (mock, gateway(&yaml).await)
 }

@@ -140,7 +140,7 @@ async fn serve(
     body: &Bytes,
     surface: Surface,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let snapshot = snapshot_of(exchange)?.clone();
+    let snapshot = snapshot_of(exchange)?;
     let fields = RequestFields::parse(body)?;
     let wanted = choose::Wanted {
         model: &fields.model,
@@ -148,7 +148,7 @@ async fn serve(
         headers,
     };
     let routing = exchange.since_arrival();
-    let choice = choose::route_and_version(&snapshot, tenant_of(exchange)?, &wanted);
+    let choice = choose::route_and_version(snapshot, tenant_of(exchange)?, &wanted);
     // The decision has a span whether it found a version or refused the request.
     if let Ok(choice) = &choice {
         let _ = exchange.route.set(choice.route.clone());

@@ -16,6 +16,7 @@ use crate::config::UnsupportedParams;
 use crate::error::{ErrorKind, GatewayError};
 use crate::exchange::Exchange;
 use crate::providers::Provider;
+use crate::providers::vertex::provider::VertexApi;
 use crate::upstream::{Call, Outbound, Surface};
 
 /// What a native path asks for.
@@ -96,11 +97,11 @@ pub async fn handle(
     let snapshot = snapshot_of(&exchange)?.clone();
     let (parts, body) = http.into_parts();
     let body = request_body::read(&parts.headers, body, &snapshot.limits).await?;
-    // The route's policy for what the OpenAI side cannot take; an unknown alias is refused
-    // by the route choice that follows.
     if method == NativeMethod::CountTokens {
         return count_tokens(&exchange, &parts.headers, alias, body).await;
     }
+    // The route's policy for what the OpenAI side cannot take; an unknown alias is refused
+    // by the route choice that follows.
     let policy = snapshot
         .routes
         .get(alias)
@@ -119,18 +120,21 @@ async fn count_tokens(
     alias: &str,
     body: Bytes,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let snapshot = snapshot_of(exchange)?.clone();
+    let snapshot = snapshot_of(exchange)?;
     let tenant = super::tenant_of(exchange)?;
     let wanted = super::choose::Wanted {
         model: alias,
         user: None,
         headers,
     };
-    let choice = super::choose::route_and_version(&snapshot, tenant, &wanted)?;
+    let choice = super::choose::route_and_version(snapshot, tenant, &wanted)?;
     let _ = exchange.route.set(choice.route.clone());
-    // Counting is not a canary's business: the chosen version if it is on Vertex AI, else
-    // the route's first version that is.
-    let on_vertex = |i: &usize| matches!(choice.route.versions[*i].provider, Provider::Vertex(_));
+    // Counting is not a canary's business: the chosen version if it speaks Gemini's API on
+    // Vertex AI, else the route's first version that does.
+    let on_vertex = |i: &usize| {
+        matches!(&choice.route.versions[*i].provider,
+            Provider::Vertex(p) if p.api == VertexApi::Gemini)
+    };
     let index = std::iter::once(choice.version)
         .chain(0..choice.route.versions.len())
         .find(on_vertex)

@@ -21,6 +21,17 @@ use tollgate_mock::{MockConfig, MockServer};
 /// Upper bound on anything a test waits for; reaching it is a failure, never a sync point.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Writes `content` to a file of this test process and returns its path. Tests run in
+/// parallel, so every call gets its own name.
+pub fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("tollgate-test-{}-{n}-{name}", std::process::id()));
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
 /// A config with both listeners on ephemeral loopback ports, auth off, one openai provider
 /// `mock` at `mock_url` and one alias `m` on it, plus whatever `extra` adds at the top level.
 pub fn config(mock_url: &str, extra: &str) -> String {

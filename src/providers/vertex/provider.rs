@@ -173,15 +173,20 @@ impl VertexProvider {
         })
     }
 
-    /// The path of `method` on `model`: a publisher model id (`gemini-2.5-flash`, taken as
-    /// Google's), `publishers/{publisher}/models/{id}`, or `endpoints/{id}` (a model deployed
-    /// to the project). Streams ask for SSE framing.
-    pub fn method_path(&self, model: &str, stream: bool) -> String {
+    /// The path of a generation on `model`: streams ask for SSE framing.
+    pub fn generate_path(&self, model: &str, stream: bool) -> String {
         let method = if stream {
             "streamGenerateContent?alt=sse"
         } else {
             "generateContent"
         };
+        self.method_path(model, method)
+    }
+
+    /// The path of `method` on `model`: a publisher model id (`gemini-2.5-flash`, taken as
+    /// Google's), `publishers/{publisher}/models/{id}`, or `endpoints/{id}` (a model deployed
+    /// to the project).
+    fn method_path(&self, model: &str, method: &str) -> String {
         let prefix = &self.resource_prefix;
         if model.starts_with("publishers/") || model.starts_with("endpoints/") {
             format!("{prefix}/{model}:{method}")
@@ -226,7 +231,7 @@ impl VertexProvider {
                 let labels = billing_labels(tenant, route, &version.name);
                 let labels = labels.each_ref().map(|(key, value)| (*key, value.as_str()));
                 let body = request::generate_content(&out.body, unsupported, &labels)?;
-                let path = self.method_path(&version.upstream_model, out.stream);
+                let path = self.generate_path(&version.upstream_model, out.stream);
                 (path, body.into(), Some(version.upstream_model.clone()))
             }
             VertexApi::OpenAi {
@@ -270,9 +275,7 @@ impl VertexProvider {
         if self.api != VertexApi::Gemini {
             return None;
         }
-        let path = self
-            .method_path(&version.upstream_model, false)
-            .replace(":generateContent", ":countTokens");
+        let path = self.method_path(&version.upstream_model, "countTokens");
         let auth = match self.credentials.header().await {
             Ok(auth) => auth,
             Err(err) => return Some(Err(err.into())),
