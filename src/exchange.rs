@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::auth::Tenant;
 use crate::error::ErrorKind;
+use crate::prompt::PromptVersion;
 use crate::snapshot::{Route, Snapshot, Version};
 use crate::telemetry::metrics::Operation;
 use crate::telemetry::trace::Tracer;
@@ -57,6 +58,8 @@ pub struct Exchange {
     pub snapshot: OnceLock<Arc<Snapshot>>,
     pub tenant: OnceLock<Arc<Tenant>>,
     pub route: OnceLock<Arc<Route>>,
+    /// The prompt template version the request rendered, if it named one.
+    pub prompt: OnceLock<Arc<PromptVersion>>,
     /// `gen_ai.operation.name`, once the API surface is known.
     pub operation: OnceLock<Operation>,
     /// Index of the route version serving the request, in `route.versions` (`usize::MAX`
@@ -110,6 +113,7 @@ impl Exchange {
             snapshot: OnceLock::new(),
             tenant: OnceLock::new(),
             route: OnceLock::new(),
+            prompt: OnceLock::new(),
             operation: OnceLock::new(),
             version: AtomicUsize::new(usize::MAX),
             attempts: AtomicUsize::new(0),
@@ -152,6 +156,7 @@ impl Exchange {
         shadow.snapshot = primary.snapshot.clone();
         shadow.tenant = primary.tenant.clone();
         shadow.route = OnceLock::from(route);
+        shadow.prompt = primary.prompt.clone();
         shadow.operation = primary.operation.clone();
         shadow.shadow = true;
         shadow.start_attempt(index);

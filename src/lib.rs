@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod prompt;
 pub mod providers;
 pub mod reload;
 pub mod routing;

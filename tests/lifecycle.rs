@@ -139,17 +139,20 @@ fn the_default_config_serves_demo_on_loopback_without_auth() {
         tollgate::cli::EMBEDDED_CONFIG,
         "the embedded default is the shipped file"
     );
-    let config = tollgate::config::Config::from_yaml(&text).unwrap();
+    let (config, _) =
+        tollgate::config::Config::from_file(std::path::Path::new("config/tollgate.yaml")).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
     assert!(!config.auth.enabled);
-    let snapshot = tollgate::snapshot::compile(
-        &config,
-        &text,
-        &std::sync::Arc::new(tollgate::telemetry::metrics::Metrics::new()),
-    )
-    .unwrap();
+    let metrics = std::sync::Arc::new(tollgate::telemetry::metrics::Metrics::new());
+    let snapshot = tollgate::snapshot::compile(&config, &text, &metrics).unwrap();
     assert!(snapshot.routes.contains_key("demo"));
+    // The embedded copy reads the prompts embedded beside it, and compiles the same.
+    let mut embedded = tollgate::config::Config::from_yaml(&text).unwrap();
+    embedded.prompts.as_mut().unwrap().embedded = true;
+    let from_binary = tollgate::snapshot::compile(&embedded, &text, &metrics).unwrap();
+    assert_eq!(from_binary.version, snapshot.version);
+    assert!(from_binary.prompts.get("support-answer").is_some());
 }
 
 /// A real process: serves, writes one JSON access-log line per request with the stream's

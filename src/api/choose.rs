@@ -100,11 +100,7 @@ pub fn route_and_version(
                 })?
         }
         None => {
-            let key = route.sticky.as_ref().and_then(|sticky| match sticky {
-                StickyKey::Tenant => Some(key_hash(tenant.name.as_bytes())),
-                StickyKey::User => wanted.user.map(|u| key_hash(u.as_bytes())),
-                StickyKey::Header(name) => wanted.headers.get(name).map(|v| key_hash(v.as_bytes())),
-            });
+            let key = sticky_key(route, tenant, wanted);
             route.choose(key).ok_or_else(|| {
                 GatewayError::new(ErrorKind::Internal, "route has no version with traffic")
             })?
@@ -114,6 +110,17 @@ pub fn route_and_version(
         route: route.clone(),
         version: index,
         pinned: pinned.is_some(),
+    })
+}
+
+/// The hash of the route's stickiness key for this request: what keeps a caller on one
+/// version of the model, and on one version of a prompt the route canaries. `None` when the
+/// route is not sticky or the request lacks the key.
+pub fn sticky_key(route: &Route, tenant: &Tenant, wanted: &Wanted<'_>) -> Option<u64> {
+    route.sticky.as_ref().and_then(|sticky| match sticky {
+        StickyKey::Tenant => Some(key_hash(tenant.name.as_bytes())),
+        StickyKey::User => wanted.user.map(|u| key_hash(u.as_bytes())),
+        StickyKey::Header(name) => wanted.headers.get(name).map(|v| key_hash(v.as_bytes())),
     })
 }
 

@@ -21,6 +21,8 @@ use crate::error::{ErrorKind, GatewayError};
 /// The fields of a request body the gateway reads, with where they sit in the body.
 #[derive(Debug)]
 pub struct RequestFields<'a> {
+    /// The `model`; empty only when the body names a prompt template instead, which then
+    /// supplies it (see [`RequestFields::prompt_reference`]).
     pub model: Cow<'a, str>,
     pub stream: bool,
     /// The client asked for the usage chunk (`stream_options.include_usage: true`).
@@ -241,8 +243,14 @@ impl<'a> RequestFields<'a> {
         if let Some(name) = raw.duplicate {
             return Err(invalid(name, format!("`{name}` appears more than once")));
         }
-        let model_raw = match raw.model {
-            Some(value) if value.get() != "null" => value,
+        // A request naming a prompt template may leave the model to the template.
+        let names_prompt = raw.prompts[1].is_some_and(|p| p.get().starts_with('{'));
+        let (model, model_span) = match raw.model {
+            Some(value) if value.get() != "null" => (
+                json_str(value).map_err(|_| invalid("model", "`model` must be a string"))?,
+                span_of(body, value),
+            ),
+            _ if names_prompt => (Cow::Borrowed(""), 0..0),
             _ => {
                 return Err(GatewayError::new(
                     ErrorKind::MissingModel,
@@ -251,8 +259,6 @@ impl<'a> RequestFields<'a> {
                 .with_param("model"));
             }
         };
-        let model =
-            json_str(model_raw).map_err(|_| invalid("model", "`model` must be a string"))?;
         let stream = match raw.stream.map(RawValue::get) {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
@@ -283,7 +289,7 @@ impl<'a> RequestFields<'a> {
             .rposition(|b| !b.is_ascii_whitespace())
             .unwrap_or_default();
         Ok(RequestFields {
-            model_span: span_of(body, model_raw),
+            model_span,
             model,
             stream,
             include_usage,
@@ -294,6 +300,12 @@ impl<'a> RequestFields<'a> {
             stream_options,
             object_end,
         })
+    }
+
+    /// The body's `prompt` when it is an object: a prompt template reference (chat). The
+    /// completions surface's `prompt` is text or tokens, never an object.
+    pub fn prompt_reference(&self) -> Option<&'a RawValue> {
+        self.prompts[1].filter(|p| p.get().starts_with('{'))
     }
 
     /// The prompt field of the surface of `op`, raw.
@@ -394,6 +406,38 @@ type Edit<'a> = (Range<usize>, Cow<'a, [u8]>);
 pub struct ParamDefault {
     pub bit: u8,
     pub member: Box<[u8]>,
+}
+
+impl ParamDefault {
+    /// Compiles `name: value` defaults (a route version's `defaults`, a prompt's `params`).
+    /// An error is (name, why).
+    pub fn compile_all(
+        values: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<Box<[ParamDefault]>, (String, String)> {
+        values
+            .iter()
+            .map(|(name, value)| {
+                let bit = generation_param(name).ok_or_else(|| {
+                    (
+                        name.clone(),
+                        format!(
+                            "not a generation parameter; one of: {}",
+                            GENERATION_PARAMS.join(", ")
+                        ),
+                    )
+                })?;
+                let mut member = serde_json::to_vec(&serde_json::json!({ name: value }))
+                    .map_err(|e| (name.clone(), e.to_string()))?;
+                // `{"name":value}` -> `,"name":value`, to go before the body's closing brace.
+                member.pop();
+                member[0] = b',';
+                Ok(ParamDefault {
+                    bit,
+                    member: member.into(),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -518,7 +562,7 @@ mod tests {
         assert_eq!(fields.user, None);
         let err = RequestFields::parse(br#"{"model":"m","user":7}"#).unwrap_err();
         assert_eq!(
-            (err.kind, err.param),
+            (err.kind, err.param.as_deref()),
             (ErrorKind::InvalidField, Some("user"))
         );
     }

@@ -6,6 +6,7 @@ pub mod choose;
 pub mod decode;
 pub mod gemini;
 pub mod native;
+mod prompted;
 mod request_body;
 mod shadow;
 pub mod unsupported;
@@ -68,6 +69,8 @@ async fn handle(req: ApiRequest) -> Result<Response<GatewayBody>, GatewayError> 
     }
     let surface = match req.http.uri().path() {
         "/v1/models" if req.http.method() == Method::GET => return models(&req.exchange),
+        "/v1/prompts" if req.http.method() == Method::GET => return prompts(&req.exchange),
+        "/v1/prompts" => return Err(method_not_allowed("GET")),
         "/v1/chat/completions" => Surface::Chat,
         "/v1/completions" => Surface::Completions,
         "/v1/embeddings" => Surface::Embeddings,
@@ -108,7 +111,16 @@ fn tenant_of(exchange: &Exchange) -> Result<&Arc<crate::auth::Tenant>, GatewayEr
 }
 
 fn models(exchange: &Exchange) -> Result<Response<GatewayBody>, GatewayError> {
-    let body = tenant_of(exchange)?.models_body.clone();
+    listing(tenant_of(exchange)?.models_body.clone())
+}
+
+/// `GET /v1/prompts`: the prompts this tenant may use, with versions and labels.
+fn prompts(exchange: &Exchange) -> Result<Response<GatewayBody>, GatewayError> {
+    listing(tenant_of(exchange)?.prompts_body.clone())
+}
+
+/// A JSON list built when the snapshot compiled.
+fn listing(body: Bytes) -> Result<Response<GatewayBody>, GatewayError> {
     let mut response = Response::new(GatewayBody::full(body, ExchangeStats::default()));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -142,13 +154,33 @@ async fn serve(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let snapshot = snapshot_of(exchange)?;
     let fields = RequestFields::parse(body)?;
+    let tenant = tenant_of(exchange)?;
+    // A prompt request becomes the body it renders to; the rest of the path serves that.
+    let rendered;
+    let (body, fields) = match prompted::render_request(
+        exchange, snapshot, tenant, &fields, body, headers, surface,
+    )? {
+        None => (body, fields),
+        Some(prompted) => {
+            rendered = prompted;
+            (&rendered, RequestFields::parse(&rendered)?)
+        }
+    };
+    if fields.model.is_empty() {
+        // Only a body naming a prompt may leave `model` out, and only where it renders.
+        return Err(GatewayError::new(
+            ErrorKind::MissingModel,
+            "you must provide a model parameter",
+        )
+        .with_param("model"));
+    }
     let wanted = choose::Wanted {
         model: &fields.model,
         user: fields.user.as_deref(),
         headers,
     };
     let routing = exchange.since_arrival();
-    let choice = choose::route_and_version(snapshot, tenant_of(exchange)?, &wanted);
+    let choice = choose::route_and_version(snapshot, tenant, &wanted);
     // The decision has a span whether it found a version or refused the request.
     if let Ok(choice) = &choice {
         let _ = exchange.route.set(choice.route.clone());

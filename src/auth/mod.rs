@@ -29,6 +29,10 @@ pub struct Tenant {
     allowed: Box<[bool]>,
     /// The `GET /v1/models` answer for this tenant, built once per snapshot.
     pub models_body: Bytes,
+    /// Indexed by prompt index: may this tenant use that prompt?
+    prompts_allowed: Box<[bool]>,
+    /// The `GET /v1/prompts` answer for this tenant, built once per snapshot.
+    pub prompts_body: Bytes,
     /// May pin a route version (`x-tollgate-version`, or `model: "alias@version"`).
     pub may_pin: bool,
 }
@@ -61,8 +65,34 @@ impl Tenant {
             span_attribute: crate::telemetry::trace::spans::tenant_attribute(name),
             allowed: allowed.into_boxed_slice(),
             models_body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+            prompts_allowed: Box::default(),
+            prompts_body: Bytes::from_static(br#"{"object":"list","data":[]}"#),
             may_pin: false,
         }
+    }
+
+    /// Lets this tenant use the prompts `ids` names (`"*"`: all of them) and builds its
+    /// `GET /v1/prompts` answer.
+    pub fn with_prompts(mut self, library: &crate::prompt::Library, ids: &[String]) -> Self {
+        let everything = ids.iter().any(|id| id == "*");
+        let mut allowed = vec![false; library.len()];
+        let mut listed = Vec::new();
+        for prompt in library.iter() {
+            if everything || ids.iter().any(|id| **id == *prompt.id) {
+                if let Some(slot) = allowed.get_mut(prompt.index) {
+                    *slot = true;
+                }
+                listed.push(crate::prompt::listing(prompt));
+            }
+        }
+        let body = serde_json::json!({"object": "list", "data": listed});
+        self.prompts_allowed = allowed.into_boxed_slice();
+        self.prompts_body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        self
+    }
+
+    pub fn may_use_prompt(&self, index: usize) -> bool {
+        self.prompts_allowed.get(index).copied().unwrap_or(false)
     }
 
     /// Lets this tenant pin route versions, or not.

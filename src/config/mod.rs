@@ -5,6 +5,7 @@
 //! rules) happen in `snapshot::compile`, which reports the offending key path.
 
 mod duration;
+mod prompts;
 mod routes;
 mod tracing;
 mod vertex;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
+pub use prompts::{PromptsConfig, VersionName};
 pub use routes::{
     RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, VersionConfig,
 };
@@ -41,6 +43,9 @@ pub struct Config {
     /// OTLP span export; off when absent.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// Versioned prompt templates; none when absent.
+    #[serde(default)]
+    pub prompts: Option<PromptsConfig>,
 }
 
 /// The client-facing API listener. Listener addresses are read at start-up only.
@@ -129,6 +134,14 @@ pub struct TenantConfig {
     /// (release engineers, evaluation jobs). Off by default.
     #[serde(default)]
     pub pin_versions: bool,
+    /// Prompt ids this tenant may use (`GET /v1/prompts` lists them); `"*"`, the default,
+    /// means all. A prompt still runs only on models the tenant may use.
+    #[serde(default = "all_prompts")]
+    pub prompts: Vec<String>,
+}
+
+fn all_prompts() -> Vec<String> {
+    vec!["*".to_owned()]
 }
 
 /// An upstream provider, selected by `type`.
@@ -290,12 +303,27 @@ impl Config {
         })
     }
 
+    /// Reads and parses a config file. A relative `prompts.dir` is taken from the file's
+    /// folder, so the gateway finds its prompts whatever its working directory.
     pub fn from_file(path: &Path) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Ok((Self::from_yaml(&text)?, text))
+        let mut config = Self::from_yaml(&text)?;
+        config.relative_to(path);
+        Ok((config, text))
+    }
+
+    /// Takes relative paths in the config as relative to the folder of `file`, the config
+    /// file it came from.
+    pub fn relative_to(&mut self, file: &Path) {
+        if let Some(prompts) = &mut self.prompts
+            && prompts.dir.is_relative()
+            && let Some(folder) = file.parent()
+        {
+            prompts.dir = folder.join(&prompts.dir);
+        }
     }
 }
 

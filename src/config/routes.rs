@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::ConfigDuration;
+use super::{ConfigDuration, VersionName};
 
 /// A model alias clients put in `model`. Either the short form (one upstream: `provider`,
 /// `upstream_model`) or `versions`, never both.
@@ -41,6 +41,11 @@ pub struct RouteConfig {
     /// naming it; `drop` sends the request without it.
     #[serde(default)]
     pub unsupported_params: UnsupportedParams,
+    /// Canaries of prompt versions on this route: per prompt id, version -> weight. A request
+    /// for that prompt naming neither a version nor a label draws its version here, by the
+    /// route's `sticky` rule, instead of taking the prompt's `production` label.
+    #[serde(default, deserialize_with = "super::unique_keys")]
+    pub prompt_versions: BTreeMap<String, BTreeMap<VersionName, u32>>,
 }
 
 /// What to do with an OpenAI parameter Gemini has no equivalent for.
@@ -169,5 +174,15 @@ mod tests {
         );
         assert!(StickyKey::parse("header:bad name").is_err());
         assert!(StickyKey::parse("cookie").is_err());
+    }
+
+    #[test]
+    fn prompt_splits_read_version_names_as_text() {
+        let route: RouteConfig =
+            serde_norway::from_str("provider: d\nprompt_versions:\n  answer: {1: 95, \"2\": 5}\n")
+                .unwrap();
+        let split = &route.prompt_versions["answer"];
+        assert_eq!(split[&VersionName("1".into())], 95);
+        assert_eq!(split[&VersionName("2".into())], 5);
     }
 }

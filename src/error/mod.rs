@@ -62,6 +62,11 @@ pub enum ErrorKind {
     ModelNotAllowed,
     VersionPinNotAllowed,
     UnsupportedParameter,
+    PromptNotFound,
+    PromptVersionNotFound,
+    PromptNotAllowed,
+    InvalidPromptVariable,
+    PromptRenderFailed,
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamProtocol,
@@ -77,7 +82,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 30] = [
+    pub const ALL: [ErrorKind; 35] = [
         ErrorKind::MalformedRequest,
         ErrorKind::HeadersTooLarge,
         ErrorKind::HeaderReadTimeout,
@@ -97,6 +102,11 @@ impl ErrorKind {
         ErrorKind::ModelNotAllowed,
         ErrorKind::VersionPinNotAllowed,
         ErrorKind::UnsupportedParameter,
+        ErrorKind::PromptNotFound,
+        ErrorKind::PromptVersionNotFound,
+        ErrorKind::PromptNotAllowed,
+        ErrorKind::InvalidPromptVariable,
+        ErrorKind::PromptRenderFailed,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamProtocol,
@@ -134,6 +144,13 @@ impl ErrorKind {
             ModelNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "model_not_allowed", Fault::Policy),
             VersionPinNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "version_pin_not_allowed", Fault::Policy),
             UnsupportedParameter => (StatusCode::BAD_REQUEST, "invalid_request_error", "unsupported_parameter", Fault::Client),
+            PromptNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "prompt_not_found", Fault::Client),
+            PromptVersionNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "prompt_version_not_found", Fault::Client),
+            PromptNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "prompt_not_allowed", Fault::Policy),
+            InvalidPromptVariable => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_prompt_variable", Fault::Client),
+            // The variables fit the schema but the template failed on them (a template
+            // error `tollgate check` could not reach with its example values).
+            PromptRenderFailed => (StatusCode::BAD_REQUEST, "invalid_request_error", "prompt_render_failed", Fault::Client),
             UpstreamConnect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", Fault::Upstream),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", Fault::Upstream),
             UpstreamProtocol => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_bad_response", Fault::Upstream),
@@ -178,7 +195,7 @@ impl ErrorKind {
 pub struct GatewayError {
     pub kind: ErrorKind,
     pub message: Cow<'static, str>,
-    pub param: Option<&'static str>,
+    pub param: Option<Cow<'static, str>>,
     pub retry_after: Option<Duration>,
     /// Another attempt (the same version or a fallback) may succeed: the upstream could not
     /// be reached, timed out before its first token, or answered 429/500/502/503/504.
@@ -202,8 +219,9 @@ impl GatewayError {
         self
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    /// Names the request field at fault (`model`, `prompt.variables.question`).
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 }

@@ -407,7 +407,7 @@ mod tests {
             DemoPlan::new(&provider(1), DemoKind::Chat, br#"{"model":"d","n":2}"#).unwrap_err();
         assert_eq!(err.kind, ErrorKind::UnsupportedParameter);
         let err = embeddings_body(&provider(1), br#"{"model":"d","input":5}"#).unwrap_err();
-        assert_eq!(err.param, Some("input"));
+        assert_eq!(err.param.as_deref(), Some("input"));
     }
 
     #[test]

@@ -202,6 +202,10 @@ fn load_and_compile(
     if old.tracing != new.tracing {
         return Err(restart_only("the tracing section"));
     }
+    if old.prompts.as_ref().map(|p| &p.dir) != new.prompts.as_ref().map(|p| &p.dir) {
+        // The folder watched is the one the gateway started with.
+        return Err(restart_only("prompts.dir"));
+    }
     let running = shared.live.load_full();
     let next = snapshot::recompile(&config, &text, &shared.metrics, Some(&running))
         .map_err(|e| e.to_string())?;

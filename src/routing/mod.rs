@@ -40,6 +40,14 @@ impl Split {
         self.total
     }
 
+    /// The version for a sticky key when there is one, else by a random draw.
+    pub fn pick(&self, sticky_key: Option<u64>) -> Option<usize> {
+        match sticky_key {
+            Some(key) => self.pick_sticky(key),
+            None => self.pick_random(fastrand::u64(..)),
+        }
+    }
+
     /// The version for a uniformly random `draw`, in proportion to the weights.
     pub fn pick_random(&self, draw: u64) -> Option<usize> {
         if self.total == 0 {

@@ -178,10 +178,13 @@ impl Gateway {
         }
         if let Some(path) = config_path {
             // What may not change without a restart is judged against the config as started.
-            let started = Config::from_yaml(text).map_err(|e| StartError::Config(e.to_string()))?;
+            let mut started =
+                Config::from_yaml(text).map_err(|e| StartError::Config(e.to_string()))?;
+            started.relative_to(&path);
             let (stop, shared) = (shutdown_rx.clone(), shared.clone());
             // Watching starts before `start` returns, so no change made after it is missed.
-            let watcher = match reload::watch_file(&path, reloader) {
+            let prompts = config.prompts.as_ref().map(|p| p.dir.as_path());
+            let watcher = match reload::watch_file(&path, prompts, reloader) {
                 Ok(watcher) => Some(watcher),
                 Err(err) => {
                     tracing::warn!(error = %err, path = %path.display(), "cannot watch the config file; reload with SIGHUP or the admin API");

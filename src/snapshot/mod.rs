@@ -48,6 +48,8 @@ pub struct Snapshot {
     /// Counters of requests that found no route version, per tenant slot.
     pub unrouted: Box<[Arc<RequestCounters>]>,
     pub routes: HashMap<Box<str>, Arc<Route>>,
+    /// The prompt templates, compiled.
+    pub prompts: crate::prompt::Library,
     /// By name; the next reload reuses the ones whose definition did not change.
     pub providers: HashMap<Box<str>, Provider>,
     /// The process's metrics, for work that reports outside a request's own response
@@ -63,7 +65,7 @@ pub struct CompileError {
     pub message: String,
 }
 
-fn problem(path: impl Into<String>, message: impl Into<String>) -> CompileError {
+pub(crate) fn problem(path: impl Into<String>, message: impl Into<String>) -> CompileError {
     CompileError {
         path: path.into(),
         message: message.into(),
@@ -92,7 +94,20 @@ pub fn recompile(
     metrics: &Arc<Metrics>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, CompileError> {
-    let version = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
+    // The config version covers the prompt files too: a new prompt version is a new config.
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    let previous_prompts = previous.map(|p| &p.prompts);
+    let prompts = match &config.prompts {
+        None => crate::prompt::Library::carrying(previous_prompts),
+        Some(section) => {
+            let files = crate::prompt::PromptFiles::read(section)
+                .map_err(|(path, why)| problem(format!("prompts.dir: {path}"), why))?;
+            files.digest_into(&mut hasher);
+            crate::prompt::compile(section, &files, previous_prompts, metrics)?
+        }
+    };
+    let version = hex::encode(&hasher.finalize()[..6]);
 
     if !config.auth.enabled && !listeners(config).iter().all(|a| a.ip().is_loopback()) {
         return Err(problem(
@@ -142,11 +157,23 @@ pub fn recompile(
     };
     let mut routes = HashMap::new();
     for (index, (alias, route)) in config.routes.iter().enumerate() {
-        let compiled = routes::compile(alias, index, route, &providers, &series)?;
+        let compiled = routes::compile(alias, index, route, &providers, &prompts, &series)?;
         routes.insert(alias.as_str().into(), Arc::new(compiled));
     }
 
     let aliases: BTreeSet<&str> = config.routes.keys().map(String::as_str).collect();
+    for prompt in prompts.iter() {
+        for version in prompt.versions.values() {
+            if let Some(model) = version.model.as_deref()
+                && !aliases.contains(model)
+            {
+                return Err(problem(
+                    format!("prompt {}", version.reference_str()),
+                    format!("model: no route named `{model}`"),
+                ));
+            }
+        }
+    }
     let route_index = |alias: &str| routes.get(alias).map(|r: &Arc<Route>| r.index);
     let mut keys = KeyTable::default();
     let mut tenant_names = BTreeSet::new();
@@ -166,8 +193,17 @@ pub fn recompile(
                 ));
             }
         }
+        for id in &tenant.prompts {
+            if id != "*" && prompts.get(id).is_none() {
+                return Err(problem(
+                    format!("{path}.prompts"),
+                    format!("no prompt named `{id}`"),
+                ));
+            }
+        }
         let compiled = Arc::new(
             Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index)
+                .with_prompts(&prompts, &tenant.prompts)
                 .with_pinning(tenant.pin_versions)
                 .with_slot(i + 1),
         );
@@ -188,13 +224,16 @@ pub fn recompile(
         keys: config.auth.enabled.then_some(keys),
         // Auth off is loopback only: a developer's machine or a test, where pinning is fine.
         anonymous: Arc::new(
-            Tenant::new(ANONYMOUS, &all, &aliases, &route_index).with_pinning(true),
+            Tenant::new(ANONYMOUS, &all, &aliases, &route_index)
+                .with_prompts(&prompts, &all)
+                .with_pinning(true),
         ),
         unrouted: tenant_slots
             .iter()
             .map(|tenant| metrics.requests("", "", tenant))
             .collect(),
         routes,
+        prompts,
         providers: providers
             .into_iter()
             .map(|(name, provider)| (name.into(), provider))

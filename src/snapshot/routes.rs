@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::{CompileError, problem};
-use crate::api::decode::{GENERATION_PARAMS, ParamDefault, generation_param};
+use crate::api::decode::ParamDefault;
 use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, VersionConfig};
+use crate::prompt::{Library, PromptCanary};
 use crate::providers::Provider;
 use crate::providers::openai::static_headers;
 use crate::routing::Split;
@@ -49,6 +50,8 @@ pub struct Route {
     pub trace_content: bool,
     /// Parameters a non-OpenAI upstream cannot take: refused or dropped.
     pub unsupported_params: UnsupportedParams,
+    /// Per prompt id: this route's split between versions of that prompt.
+    pub prompt_canaries: HashMap<Box<str>, PromptCanary>,
 }
 
 /// A route's retry budget, compiled.
@@ -102,10 +105,7 @@ impl Route {
         if self.versions.len() == 1 {
             return Some(0);
         }
-        match sticky_key {
-            Some(key) => self.split.pick_sticky(key),
-            None => self.split.pick_random(fastrand::u64(..)),
-        }
+        self.split.pick(sticky_key)
     }
 }
 
@@ -115,6 +115,7 @@ pub fn compile(
     index: usize,
     route: &RouteConfig,
     providers: &HashMap<&str, Provider>,
+    prompts: &Library,
     series: &SeriesSource<'_>,
 ) -> Result<Route, CompileError> {
     let path = format!("routes.{alias}");
@@ -225,6 +226,43 @@ pub fn compile(
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(MAX_ATTEMPTS),
         None => (1 + fallbacks.len()).min(MAX_ATTEMPTS),
     };
+    let mut prompt_canaries = HashMap::with_capacity(route.prompt_versions.len());
+    for (id, weights) in &route.prompt_versions {
+        let at = format!("{path}.prompt_versions.{id}");
+        let prompt = prompts
+            .get(id)
+            .ok_or_else(|| problem(&at, format!("no prompt named `{id}`")))?;
+        let mut versions = Vec::with_capacity(weights.len());
+        for name in weights.keys() {
+            versions.push(prompt.version(&name.0).cloned().ok_or_else(|| {
+                problem(
+                    format!("{at}.{}", name.0),
+                    format!("prompt `{id}` has no version `{}`", name.0),
+                )
+            })?);
+        }
+        // Seeded apart from the model split, so which prompt version a user gets does not
+        // follow which model version they get.
+        let split = Split::new(
+            &format!("{alias}\u{1f}prompt\u{1f}{id}"),
+            weights
+                .iter()
+                .map(|(name, weight)| (name.0.as_str(), *weight)),
+        );
+        if split.total() == 0 {
+            return Err(problem(
+                at,
+                "every weight is 0: at least one version must take traffic",
+            ));
+        }
+        prompt_canaries.insert(
+            id.as_str().into(),
+            PromptCanary {
+                split,
+                versions: versions.into(),
+            },
+        );
+    }
     Ok(Route {
         alias: alias.into(),
         alias_header,
@@ -241,6 +279,7 @@ pub fn compile(
         },
         trace_content: route.trace_content,
         unsupported_params: route.unsupported_params,
+        prompt_canaries,
     })
 }
 
@@ -279,27 +318,8 @@ fn compile_version(
         }
     }
     let (headers, header_lines) = version_headers(path, version, provider)?;
-    let mut defaults = Vec::with_capacity(version.defaults.len());
-    for (name, value) in &version.defaults {
-        let bit = generation_param(name).ok_or_else(|| {
-            problem(
-                format!("{path}.defaults.{name}"),
-                format!(
-                    "not a generation parameter; one of: {}",
-                    GENERATION_PARAMS.join(", ")
-                ),
-            )
-        })?;
-        let mut member = serde_json::to_vec(&serde_json::json!({ name: value }))
-            .map_err(|e| problem(format!("{path}.defaults.{name}"), e.to_string()))?;
-        // `{"name":value}` -> `,"name":value`, to go before the body's closing brace.
-        member.pop();
-        member[0] = b',';
-        defaults.push(ParamDefault {
-            bit,
-            member: member.into(),
-        });
-    }
+    let defaults = ParamDefault::compile_all(&version.defaults)
+        .map_err(|(name, why)| problem(format!("{path}.defaults.{name}"), why))?;
     let weight = version
         .weight
         .unwrap_or(if version.shadow.is_some() { 0 } else { 1 });
@@ -324,7 +344,7 @@ fn compile_version(
         shadow: version.shadow,
         headers,
         header_lines: header_lines.into(),
-        defaults: defaults.into(),
+        defaults,
         metrics: series.metrics.version(alias, name),
         genai: series
             .metrics

@@ -50,6 +50,8 @@ pub fn record(
         tenant = tenant.map(|t| &*t.name),
         route = route.map(|r| &*r.alias),
         route_version = version.map(|v| &*v.name),
+        prompt = exchange.prompt.get().map(|p| p.reference_str()),
+        prompt_hash = exchange.prompt.get().map(|p| &*p.hash),
         attempts = exchange.attempts(),
         shadow = exchange.shadow.then_some(true),
         config_version = exchange.snapshot().map(|s| &*s.version),
@@ -128,6 +130,12 @@ pub fn record_metrics(
     }
     if let Some(kind) = stats.error {
         metrics.record_error(kind);
+    }
+    if let Some(prompt) = exchange.prompt.get()
+        && !exchange.shadow
+    {
+        let tokens = stats.usage.map(|u| (u.prompt_tokens, u.completion_tokens));
+        prompt.metrics.record(status, stats.error, tokens);
     }
 }
 
@@ -264,6 +272,11 @@ where
                     .headers_mut()
                     .insert(ROUTE_VERSION_HEADER, version.name_header.clone());
             }
+            if let Some(prompt) = exchange.prompt.get() {
+                let headers = response.headers_mut();
+                headers.insert(PROMPT_VERSION_HEADER, prompt.reference.clone());
+                headers.insert(PROMPT_HASH_HEADER, prompt.hash_header.clone());
+            }
             // The response head is ready: what the gateway spent so far is its overhead.
             version
                 .map_or_else(|| report.metrics.unrouted(), |v| &v.metrics)
@@ -291,3 +304,7 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-tollgate-re
 pub const ROUTE_HEADER: HeaderName = HeaderName::from_static("x-tollgate-route");
 /// Response header naming the route version that served the request.
 pub const ROUTE_VERSION_HEADER: HeaderName = HeaderName::from_static("x-tollgate-route-version");
+/// Response header naming the prompt version the request rendered: `id@version`.
+pub const PROMPT_VERSION_HEADER: HeaderName = HeaderName::from_static("x-tollgate-prompt-version");
+/// Response header with that prompt version's content hash.
+pub const PROMPT_HASH_HEADER: HeaderName = HeaderName::from_static("x-tollgate-prompt-hash");

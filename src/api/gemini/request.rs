@@ -25,17 +25,23 @@ struct GenerateContent<'a> {
     tool_config: Option<ToolConfig<'a>>,
     #[serde(borrow, default)]
     generation_config: Option<GenerationConfig<'a>>,
+    /// Tollgate's prompt template reference, carried as is to the OpenAI body (where the
+    /// prompt step renders it); not a Gemini field.
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
 }
 
-/// Top-level fields this translation reads, and `labels` (billing on Google's side, nothing
-/// to an OpenAI server); anything else is an unsupported parameter.
-const KNOWN_FIELDS: [&str; 6] = [
+/// Top-level fields this translation reads, `labels` (billing on Google's side, nothing
+/// to an OpenAI server), and Tollgate's own `prompt`; anything else is an unsupported
+/// parameter.
+const KNOWN_FIELDS: [&str; 7] = [
     "contents",
     "systemInstruction",
     "tools",
     "toolConfig",
     "generationConfig",
     "labels",
+    "prompt",
 ];
 
 #[derive(Deserialize)]
@@ -179,6 +185,8 @@ struct ChatRequest<'a> {
     tools: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a RawValue>,
     #[serde(flatten)]
     params: BTreeMap<&'static str, Value>,
 }
@@ -263,6 +271,7 @@ pub fn chat_request(
             .as_ref()
             .and_then(|c| c.function_calling_config.as_ref())
             .and_then(tool_choice),
+        prompt: request.prompt.filter(|p| p.get() != "null"),
         params: params(request.generation_config.as_ref(), stream),
     };
     serde_json::to_vec(&out).map_err(|err| {

@@ -1,5 +1,6 @@
-//! Billing labels stamped into every Gemini request (tenant, route, route version), so
-//! Google's billing reports split the spend the way Tollgate's metrics do.
+//! Billing labels stamped into every Gemini request (tenant, route, route version, and the
+//! prompt version when there is one), so Google's billing reports split the spend the way
+//! Tollgate's metrics do.
 
 /// Longest label key or value Google accepts.
 const MAX_LABEL: usize = 63;
@@ -16,13 +17,26 @@ pub fn label_value(text: &str) -> String {
         .collect()
 }
 
-/// The labels of one request: `tollgate_tenant`, `tollgate_route`, `tollgate_version`.
-pub fn billing_labels(tenant: &str, route: &str, version: &str) -> [(&'static str, String); 3] {
-    [
+/// The labels of one request: `tollgate_tenant`, `tollgate_route`, `tollgate_version`, and
+/// `tollgate_prompt` and `tollgate_prompt_version` for a request that rendered a prompt
+/// (`prompt` is its id and version).
+pub fn billing_labels(
+    tenant: &str,
+    route: &str,
+    version: &str,
+    prompt: Option<(&str, &str)>,
+) -> Vec<(&'static str, String)> {
+    let mut labels = Vec::with_capacity(5);
+    labels.extend([
         ("tollgate_tenant", label_value(tenant)),
         ("tollgate_route", label_value(route)),
         ("tollgate_version", label_value(version)),
-    ]
+    ]);
+    if let Some((id, prompt_version)) = prompt {
+        labels.push(("tollgate_prompt", label_value(id)));
+        labels.push(("tollgate_prompt_version", label_value(prompt_version)));
+    }
+    labels
 }
 
 #[cfg(test)]
@@ -51,7 +65,11 @@ mod tests {
 
     #[test]
     fn keys_start_with_a_letter_and_are_valid() {
-        for (key, _) in billing_labels("t", "r", "v") {
+        let labels = billing_labels("t", "r", "v", Some(("support-answer", "v2.1")));
+        assert_eq!(labels[3], ("tollgate_prompt", "support-answer".to_owned()));
+        assert_eq!(labels[4], ("tollgate_prompt_version", "v2_1".to_owned()));
+        assert_eq!(billing_labels("t", "r", "v", None).len(), 3);
+        for (key, _) in labels {
             assert!(key.starts_with(|c: char| c.is_ascii_lowercase()));
             assert!(is_valid_value(key));
         }

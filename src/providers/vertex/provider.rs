@@ -228,8 +228,12 @@ impl VertexProvider {
             VertexApi::Gemini => {
                 let tenant = exchange.tenant.get().map_or("", |t| &*t.name);
                 let route = exchange.route.get().map_or("", |r| &*r.alias);
-                let labels = billing_labels(tenant, route, &version.name);
-                let labels = labels.each_ref().map(|(key, value)| (*key, value.as_str()));
+                let prompt = exchange.prompt.get().map(|p| (&*p.id, &*p.version));
+                let labels = billing_labels(tenant, route, &version.name, prompt);
+                let labels: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(key, value)| (*key, value.as_str()))
+                    .collect();
                 let body = request::generate_content(&out.body, unsupported, &labels)?;
                 let path = self.generate_path(&version.upstream_model, out.stream);
                 (path, body.into(), Some(version.upstream_model.clone()))

@@ -88,7 +88,7 @@ fn every_reasoning_effort_has_a_budget_and_others_are_refused() {
     }
     let err = translate(json!({"messages": [], "reasoning_effort": "max"})).unwrap_err();
     assert_eq!(err.kind, ErrorKind::InvalidField);
-    assert_eq!(err.param, Some("reasoning_effort"));
+    assert_eq!(err.param.as_deref(), Some("reasoning_effort"));
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn tool_choice_modes() {
         json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["weather"]}})
     );
     assert_eq!(
-        config(json!("sometimes")).unwrap_err().param,
+        config(json!("sometimes")).unwrap_err().param.as_deref(),
         Some("tool_choice")
     );
 }

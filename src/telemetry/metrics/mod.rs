@@ -7,6 +7,7 @@
 
 mod gauge;
 mod histogram;
+mod prompts;
 mod series;
 mod text;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 pub use gauge::ShardedGauge;
 pub use histogram::Histogram;
+pub use prompts::PromptMetrics;
 pub use series::{GenAiMetrics, Operation, OperationMetrics, RequestCounters, VersionMetrics};
 
 use crate::error::ErrorKind;
@@ -60,6 +62,8 @@ pub struct Metrics {
     shadows_skipped: AtomicU64,
     /// Load and health of each provider endpoint, by (provider, endpoint).
     endpoints: Mutex<BTreeMap<SeriesKey, Arc<EndpointHealth>>>,
+    /// Series of each prompt version, by (prompt id, version).
+    prompts: Mutex<BTreeMap<SeriesKey, Arc<PromptMetrics>>>,
     pub traces: TraceExportCounters,
 }
 
@@ -118,6 +122,7 @@ impl Metrics {
             reloads: Default::default(),
             shadows_skipped: AtomicU64::new(0),
             endpoints: Mutex::new(BTreeMap::new()),
+            prompts: Mutex::new(BTreeMap::new()),
             traces: TraceExportCounters::default(),
         }
     }
@@ -165,6 +170,16 @@ impl Metrics {
         endpoints
             .entry((provider.into(), endpoint.into()))
             .or_default()
+            .clone()
+    }
+
+    /// The series of version `version` of prompt `id`, created on first use and kept across
+    /// reloads. Called when a snapshot is compiled.
+    pub fn prompt(&self, id: &str, version: &str) -> Arc<PromptMetrics> {
+        let mut prompts = self.prompts.lock().unwrap_or_else(|e| e.into_inner());
+        prompts
+            .entry((id.into(), version.into()))
+            .or_insert_with(|| Arc::new(PromptMetrics::new(id, version)))
             .clone()
     }
 

@@ -288,14 +288,19 @@ pub struct RequestCounters {
 
 impl RequestCounters {
     pub fn new(route: &str, version: &str, tenant: &str) -> Self {
+        Self::labelled(format!(
+            "route=\"{}\",version=\"{}\",tenant=\"{}\"",
+            escape(route),
+            escape(version),
+            escape(tenant)
+        ))
+    }
+
+    /// Counters under `labels` (already escaped), for a family other than requests per
+    /// route version.
+    pub(super) fn labelled(labels: String) -> Self {
         Self {
-            labels: format!(
-                "route=\"{}\",version=\"{}\",tenant=\"{}\"",
-                escape(route),
-                escape(version),
-                escape(tenant)
-            )
-            .into(),
+            labels: labels.into(),
             counts: (0..CLASSES * OUTCOMES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -306,6 +311,11 @@ impl RequestCounters {
     }
 
     pub(super) fn encode(&self, out: &mut String) {
+        self.encode_as(out, "tollgate_requests_total");
+    }
+
+    /// Writes these counters as lines of `family`.
+    pub(super) fn encode_as(&self, out: &mut String, family: &str) {
         for (i, count) in self.counts.iter().enumerate() {
             let count = count.load(Relaxed);
             if count == 0 {
@@ -315,7 +325,7 @@ impl RequestCounters {
             let error = outcome_kind(i % OUTCOMES).map_or("", ErrorKind::code);
             let _ = writeln!(
                 out,
-                "tollgate_requests_total{{{},status_class=\"{class}xx\",error_type=\"{error}\"}} {count}",
+                "{family}{{{},status_class=\"{class}xx\",error_type=\"{error}\"}} {count}",
                 self.labels
             );
         }

@@ -97,6 +97,32 @@ impl Metrics {
             version.encode_finish_reasons(&mut out);
         }
 
+        let prompts: Vec<Arc<super::PromptMetrics>> = self
+            .prompts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        family(
+            &mut out,
+            "tollgate_prompt_requests_total",
+            "counter",
+            "Requests that used a prompt template, by prompt id, prompt version, status class and error type.",
+        );
+        for series in &prompts {
+            series.encode_requests(&mut out);
+        }
+        family(
+            &mut out,
+            "tollgate_prompt_tokens_total",
+            "counter",
+            "Tokens of requests that used a prompt template, by prompt id, prompt version and type.",
+        );
+        for series in &prompts {
+            series.encode_tokens(&mut out);
+        }
+
         family(
             &mut out,
             "tollgate_request_errors_total",

@@ -17,6 +17,8 @@ use crate::upstream::openai_view::{FinishReason, Usage};
 pub enum StepKind {
     /// API key -> tenant.
     Auth,
+    /// Prompt reference -> prompt version, rendered.
+    Prompt,
     /// Model alias -> route version.
     Route,
 }
@@ -25,6 +27,7 @@ impl StepKind {
     pub fn span_name(self) -> &'static str {
         match self {
             StepKind::Auth => "tollgate.auth",
+            StepKind::Prompt => "tollgate.prompt",
             StepKind::Route => "tollgate.route",
         }
     }

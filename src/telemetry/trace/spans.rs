@@ -215,11 +215,14 @@ fn server_span(out: &mut Vec<u8>, span_field: u32, finished: &Finished) {
     });
 }
 
-/// Tenant, route, version (the exchange's, unless given) and config version: on the server
-/// span and every attempt span.
+/// Tenant, prompt version, route, version (the exchange's, unless given) and config version:
+/// on the server span and every attempt span.
 fn common_attributes(span: &mut Vec<u8>, exchange: &Exchange, version: Option<&Version>) {
     if let Some(tenant) = exchange.tenant.get() {
         span.extend_from_slice(&tenant.span_attribute);
+    }
+    if let Some(prompt) = exchange.prompt.get() {
+        span.extend_from_slice(&prompt.span_attributes);
     }
     if let Some(version) = version.or_else(|| exchange.version()) {
         // Route, version and config version, encoded when the config was compiled.
@@ -278,6 +281,16 @@ impl VersionAttributes {
     }
 }
 
+/// `tollgate.prompt.id`, `tollgate.prompt.version` and `tollgate.prompt.hash` of a prompt
+/// version, encoded once.
+pub fn prompt_attributes(id: &str, version: &str, hash: &str) -> Box<[u8]> {
+    let mut out = Vec::new();
+    attr!(&mut out, "tollgate.prompt.id", Value::Str(id));
+    attr!(&mut out, "tollgate.prompt.version", Value::Str(version));
+    attr!(&mut out, "tollgate.prompt.hash", Value::Str(hash));
+    out.into_boxed_slice()
+}
+
 /// `tollgate.tenant` for tenant `name`, encoded once.
 pub fn tenant_attribute(name: &str) -> Box<[u8]> {
     let mut out = Vec::new();
@@ -296,6 +309,18 @@ fn step_attributes(span: &mut Vec<u8>, exchange: &Exchange, step: &Step, finishe
                     .map_or("unauthenticated", ErrorKind::code);
                 attr!(span, "error.type", Value::Str(code));
                 error_status(span, code);
+            }
+        },
+        StepKind::Prompt => match exchange.prompt.get() {
+            Some(prompt) => {
+                span.extend_from_slice(&prompt.span_attributes);
+                attr!(span, "tollgate.prompt.canary", Value::Bool(step.flag));
+            }
+            None => {
+                if let Some(kind) = finished.answer.error {
+                    attr!(span, "error.type", Value::Str(kind.code()));
+                    error_status(span, kind.code());
+                }
             }
         },
         StepKind::Route => {

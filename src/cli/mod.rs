@@ -1,4 +1,7 @@
-//! The `tollgate` command line: serve, check a config, hash a client key.
+//! The `tollgate` command line: serve, check a config, hash a client key, render and test
+//! prompt templates.
+
+mod prompts;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use crate::telemetry::logging::{self, LogFormat};
 use crate::telemetry::metrics::Metrics;
 
 /// The config shipped inside the binary: the demo provider on loopback, auth off.
-pub const EMBEDDED_CONFIG: &str = include_str!("../config/tollgate.yaml");
+pub const EMBEDDED_CONFIG: &str = include_str!("../../config/tollgate.yaml");
 const DEFAULT_CONFIG_PATH: &str = "config/tollgate.yaml";
 
 #[derive(Parser, Debug)]
@@ -48,6 +51,11 @@ enum Command {
     },
     /// Read a client key on stdin and print the SHA-256 hash to put in `key_hashes`.
     HashKey,
+    /// Prompt templates offline: render one, or run the fixtures stored beside them.
+    Prompts {
+        #[command(subcommand)]
+        command: prompts::PromptsCommand,
+    },
 }
 
 /// Runs the command line; returns the process exit code.
@@ -55,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::HashKey => hash_key(),
         Command::Check { config } => check(&config),
+        Command::Prompts { command } => prompts::run(command),
         Command::Serve { config } => {
             let _guard = logging::init(&cli.log_level, cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -96,12 +105,22 @@ fn check(path: &Path) -> ExitCode {
                 crate::telemetry::trace::Tracer::new(tracing, 1, metrics.clone())?;
             }
             snapshot::compile(&config, &text, &metrics)
-                .map(|s| s.version)
+                .map(|s| {
+                    let versions: usize = s.prompts.iter().map(|p| p.versions.len()).sum();
+                    (s.version, versions)
+                })
                 .map_err(|err| err.to_string())
         });
     match compiled {
-        Ok(version) => {
+        Ok((version, 0)) => {
             println!("{}: ok (config version {version})", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok((version, prompts)) => {
+            println!(
+                "{}: ok (config version {version}; {prompts} prompt versions rendered with their example values)",
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -112,7 +131,7 @@ fn check(path: &Path) -> ExitCode {
 }
 
 /// The config, its text, and the file it came from (`None`: the embedded default).
-fn load(path: Option<PathBuf>) -> Result<(Config, String, Option<PathBuf>), String> {
+pub(crate) fn load(path: Option<PathBuf>) -> Result<(Config, String, Option<PathBuf>), String> {
     let path = path.or_else(|| {
         Path::new(DEFAULT_CONFIG_PATH)
             .exists()
@@ -124,7 +143,11 @@ fn load(path: Option<PathBuf>) -> Result<(Config, String, Option<PathBuf>), Stri
             Ok((config, text, Some(path)))
         }
         None => {
-            let config = Config::from_yaml(EMBEDDED_CONFIG).map_err(|e| e.to_string())?;
+            let mut config = Config::from_yaml(EMBEDDED_CONFIG).map_err(|e| e.to_string())?;
+            // No folder beside an embedded config: its prompts are embedded too.
+            if let Some(prompts) = &mut config.prompts {
+                prompts.embedded = true;
+            }
             Ok((config, EMBEDDED_CONFIG.to_owned(), None))
         }
     }
