@@ -105,13 +105,22 @@ async fn after_varied_traffic() -> (Vec<MockServer>, Gateway) {
     let healthy = MockServer::start(MockConfig::default()).await.unwrap();
     let broken = mock_failing_with(503).await;
     let extra = format!(
-        "  broken:\n    type: openai\n    base_url: {}\nauth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n  f:\n    versions:\n      main: {{provider: broken, weight: 1}}\n      backup: {{provider: mock, weight: 0}}\n    fallbacks: [backup]\n    retry: {{backoff: 1ms, max_backoff: 1ms}}\n",
-        broken.base_url()
+        "  broken:\n    type: openai\n    base_url: {}\nauth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n  demo:\n    provider: demo\n  f:\n    versions:\n      main: {{provider: broken, weight: 1}}\n      backup: {{provider: mock, weight: 0}}\n    fallbacks: [backup]\n    retry: {{backoff: 1ms, max_backoff: 1ms}}\n\
+         prompts:\n  dir: {}/config/prompts\n  labels:\n    support-answer: {{production: 1}}\n",
+        broken.base_url(),
+        env!("CARGO_MANIFEST_DIR"),
     );
     let gw = gateway(&config(&healthy.base_url(), &extra)).await;
     chat(&gw, r#"{"model":"m"}"#).await;
     chat(&gw, r#"{"model":"m","stream":true}"#).await;
     chat(&gw, r#"{"model":"nope"}"#).await;
+    // A prompt request, and one with a variable missing: the prompt series get samples.
+    for variables in [r#"{"product":"P","question":"q"}"#, "{}"] {
+        let body = format!(
+            r#"{{"model":"m","prompt":{{"id":"support-answer","variables":{variables}}}}}"#
+        );
+        chat(&gw, &body).await;
+    }
     let (status, _, _) = chat(&gw, r#"{"model":"f"}"#).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = call(
@@ -214,7 +223,11 @@ fn series_count(text: &str) -> usize {
 async fn request_strings_never_become_labels() {
     let (_mock, gw) = mock_and_gateway(MockConfig::default()).await;
     // Warm every series an unknown model, a bad pin and a bad path can touch once.
-    for body in [r#"{"model":"warm"}"#, r#"{"model":"m@warm"}"#] {
+    for body in [
+        r#"{"model":"warm"}"#,
+        r#"{"model":"m@warm"}"#,
+        r#"{"model":"m","prompt":{"id":"warm"}}"#,
+    ] {
         chat(&gw, body).await;
     }
     call(gw.api_addr, post("/v1/warm", "{}", &[])).await;
@@ -225,6 +238,12 @@ async fn request_strings_never_become_labels() {
         let (status, _, _) = chat(&gw, &format!(r#"{{"model":"{word}","user":"{word}"}}"#)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         chat(&gw, &format!(r#"{{"model":"m@{word}"}}"#)).await;
+        let (status, _, _) = chat(
+            &gw,
+            &format!(r#"{{"model":"m","prompt":{{"id":"{word}"}}}}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         call(
             gw.api_addr,
             post(&format!("/v1/{word}"), "{}", &[("x-user-id", &word)]),
@@ -235,6 +254,6 @@ async fn request_strings_never_become_labels() {
     assert_eq!(
         series_count(&text),
         before,
-        "50 random models, versions and paths added no series"
+        "50 random models, versions, prompts and paths added no series"
     );
 }

@@ -301,3 +301,71 @@ async fn a_shadow_copy_is_traced_under_the_primary_request() {
     assert_eq!(copy["attributes"]["gen_ai.request.stream"], true);
     assert_eq!(copy["attributes"]["gen_ai.request.temperature"], 0.5);
 }
+
+#[tokio::test]
+async fn a_prompt_request_names_its_prompt_version_on_its_spans() {
+    let Some(receiver) = Receiver::start(&[]) else {
+        return;
+    };
+    let upstream = mock().await;
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prompts");
+    let extra = format!(
+        "{}auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\n  demo:\n    provider: demo\n\
+         prompts:\n  dir: {prompts}\n  labels:\n    support-answer: {{production: 2}}\n",
+        tracing_section(&receiver.grpc, "grpc", "")
+    );
+    let gw = gateway(&config(&upstream.base_url(), &extra)).await;
+    let trace = "44444444444444444444444444444444";
+    let parent = traceparent(trace, INBOUND_PARENT, "01");
+    let body = r#"{"model":"m","prompt":{"id":"support-answer","variables":{"product":"P","question":"q"}}}"#;
+    chat_ok(&gw, body, &[("traceparent", &parent)]).await;
+    let spans = receiver.spans_of(trace, 5);
+    let server = by_name(&spans, "POST /v1/chat/completions");
+    let prompt = by_name(&spans, "tollgate.prompt");
+    let route = by_name(&spans, "tollgate.route");
+    let hash = gw
+        .shared
+        .live
+        .load()
+        .prompts
+        .get("support-answer")
+        .unwrap()
+        .versions["2"]
+        .hash
+        .to_string();
+    for span in [server, prompt, by_name(&spans, "chat m")] {
+        let a = &span["attributes"];
+        assert_eq!(a["tollgate.prompt.id"], "support-answer", "{span}");
+        assert_eq!(a["tollgate.prompt.version"], "2", "{span}");
+        assert_eq!(a["tollgate.prompt.hash"], hash.as_str(), "{span}");
+    }
+    assert_eq!(prompt["kind"], "INTERNAL");
+    assert_eq!(prompt["parent_span_id"], server["span_id"]);
+    assert_eq!(prompt["attributes"]["tollgate.prompt.canary"], false);
+    let start = |s: &Value| s["start_ns"].as_u64().unwrap();
+    let end = |s: &Value| s["end_ns"].as_u64().unwrap();
+    assert!(
+        end(prompt) <= start(route),
+        "the prompt renders before routing"
+    );
+
+    // A request whose prompt does not resolve: the prompt span carries the error.
+    let trace = "55555555555555555555555555555555";
+    let parent = traceparent(trace, INBOUND_PARENT, "01");
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m","prompt":{"id":"support-answer","version":"9"}}"#,
+            &[("traceparent", &parent)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let spans = receiver.spans_of(trace, 3);
+    let prompt = by_name(&spans, "tollgate.prompt");
+    assert_eq!(
+        prompt["attributes"]["error.type"],
+        "prompt_version_not_found"
+    );
+}

@@ -160,6 +160,22 @@ async fn count_tokens_on_vertex_routes() {
     let (status, _, body) = native(&gw, &format!("{PROJECT_PATH}/llama:countTokens"), HELLO).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_google_error(&body, 400, "INVALID_ARGUMENT");
+    // Counting does not render prompt templates: said, not passed on for Google to puzzle over.
+    let with_prompt = r#"{"contents":[],"prompt":{"id":"support-answer"}}"#;
+    let (status, _, body) = native(
+        &gw,
+        &format!("{PROJECT_PATH}/gemini:countTokens"),
+        with_prompt,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let error = assert_google_error(&body, 400, "INVALID_ARGUMENT");
+    assert!(
+        error
+            .to_string()
+            .contains("does not render prompt templates"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

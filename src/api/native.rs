@@ -122,6 +122,13 @@ async fn count_tokens(
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let snapshot = snapshot_of(exchange)?;
     let tenant = super::tenant_of(exchange)?;
+    if names_prompt(&body, headers) {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidField,
+            "countTokens counts contents as sent: it does not render prompt templates",
+        )
+        .with_param("prompt"));
+    }
     let wanted = super::choose::Wanted {
         model: alias,
         user: None,
@@ -169,6 +176,17 @@ async fn count_tokens(
         as_gemini(&mut answer, NativeMethod::CountTokens);
     }
     Ok(answer)
+}
+
+/// Does a countTokens request name a prompt template (body or header)?
+fn names_prompt(body: &[u8], headers: &http::HeaderMap) -> bool {
+    #[derive(serde::Deserialize)]
+    struct TopLevel<'a> {
+        #[serde(borrow, default)]
+        prompt: Option<&'a serde_json::value::RawValue>,
+    }
+    headers.contains_key(crate::prompt::reference::PROMPT_HEADER)
+        || serde_json::from_slice::<TopLevel<'_>>(body).is_ok_and(|t| t.prompt.is_some())
 }
 
 fn not_counted(alias: &str) -> GatewayError {
