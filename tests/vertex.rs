@@ -31,15 +31,12 @@ async fn vertex_gateway() -> (MockServer, Gateway) {
     };
     let yaml = format!(
         "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nauth:\n  enabled: false\n\
-         providers:\n  demo:\n    type: demo\n  gemini:\n    type: vertex\n    project: tollgate-mock-project\n    location: us-central1\n    base_url: {base}\n    credentials: {{type: api_key, file: {key_file}}}\n\
+         providers:\n  gemini:\n    type: vertex\n    project: tollgate-mock-project\n    location: us-central1\n    base_url: {base}\n    credentials: {{type: api_key, file: {key_file}}}\n\
          routes:\n  g:\n    versions:\n      flash: {plain}\n  tools:\n    versions:\n      flash: {tools}\n\
          \x20 blocked:\n    versions:\n      flash: {blocked}\n\
          \x20 quota:\n    retry: {{max_attempts: 1}}\n    versions:\n      flash: {quota}\n\
          \x20 broken:\n    versions:\n      flash: {broken}\n\
-         \x20 lenient:\n    unsupported_params: drop\n    versions:\n      flash: {plain}\n\
-         \x20 demo:\n    provider: demo\n\
-         prompts:\n  dir: {prompts}\n  labels:\n    support-answer: {{production: 1}}\n",
-        prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prompts"),
+         \x20 lenient:\n    unsupported_params: drop\n    versions:\n      flash: {plain}\n",
         base = mock.vertex_base_url(),
         key_file = key_file.display(),
         plain = version(""),
@@ -93,35 +90,6 @@ async fn chat_reaches_gemini_and_comes_back_as_a_chat_completion() {
     assert_eq!(
         gemini["labels"],
         serde_json::json!({"tollgate_tenant": "anonymous", "tollgate_route": "g", "tollgate_version": "flash"})
-    );
-}
-
-#[tokio::test]
-async fn a_prompt_renders_into_gemini_and_its_version_into_the_billing_labels() {
-    let (mock, gw) = vertex_gateway().await;
-    let (status, headers, body) = chat(
-        &gw,
-        r#"{"model":"g","prompt":{"id":"support-answer","variables":{"product":"Acme","question":"Refund?"}}}"#,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(headers["x-tollgate-prompt-version"], "support-answer@1");
-    let sent = mock.stats().last_request().unwrap();
-    let gemini = json(std::str::from_utf8(&sent.body).unwrap());
-    let system = gemini["systemInstruction"]["parts"][0]["text"]
-        .as_str()
-        .unwrap();
-    assert!(
-        system.starts_with("You are the support assistant for Acme."),
-        "{system}"
-    );
-    assert_eq!(gemini["contents"][0]["parts"][0]["text"], "Refund?");
-    // The prompt's own parameters, as Gemini's.
-    assert_eq!(gemini["generationConfig"]["maxOutputTokens"], 300);
-    assert_eq!(
-        gemini["labels"],
-        serde_json::json!({"tollgate_tenant": "anonymous", "tollgate_route": "g", "tollgate_version": "flash",
-            "tollgate_prompt": "support-answer", "tollgate_prompt_version": "1"})
     );
 }
 

@@ -223,6 +223,16 @@ fn nests_deeper_than(body: &[u8], limit: usize) -> bool {
 impl<'a> RequestFields<'a> {
     /// Parses `body`, a JSON object with at least a `model`.
     pub fn parse(body: &'a [u8]) -> Result<RequestFields<'a>, GatewayError> {
+        Self::parse_for(body, false)
+    }
+
+    /// [`RequestFields::parse`] for a request that may name a prompt template in a header
+    /// (`prompt_in_header`): like one naming it in the body, it may leave `model` to the
+    /// template.
+    pub fn parse_for(
+        body: &'a [u8],
+        prompt_in_header: bool,
+    ) -> Result<RequestFields<'a>, GatewayError> {
         if nests_deeper_than(body, MAX_JSON_DEPTH) {
             return Err(GatewayError::new(
                 ErrorKind::MalformedJson,
@@ -244,7 +254,8 @@ impl<'a> RequestFields<'a> {
             return Err(invalid(name, format!("`{name}` appears more than once")));
         }
         // A request naming a prompt template may leave the model to the template.
-        let names_prompt = raw.prompts[1].is_some_and(|p| p.get().starts_with('{'));
+        let names_prompt =
+            prompt_in_header || raw.prompts[1].is_some_and(|p| p.get().starts_with('{'));
         let (model, model_span) = match raw.model {
             Some(value) if value.get() != "null" => (
                 json_str(value).map_err(|_| invalid("model", "`model` must be a string"))?,

@@ -153,7 +153,8 @@ async fn serve(
     surface: Surface,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let snapshot = snapshot_of(exchange)?;
-    let fields = RequestFields::parse(body)?;
+    let prompt_header = headers.contains_key(crate::prompt::reference::PROMPT_HEADER);
+    let fields = RequestFields::parse_for(body, prompt_header)?;
     let tenant = tenant_of(exchange)?;
     // A prompt request becomes the body it renders to; the rest of the path serves that.
     let rendered;
@@ -167,7 +168,7 @@ async fn serve(
         }
     };
     if fields.model.is_empty() {
-        // Only a body naming a prompt may leave `model` out, and only where it renders.
+        // Only a request naming a prompt may leave `model` out, and only where it renders.
         return Err(GatewayError::new(
             ErrorKind::MissingModel,
             "you must provide a model parameter",

@@ -12,8 +12,7 @@ use super::decode::RequestFields;
 use crate::auth::Tenant;
 use crate::error::{ErrorKind, GatewayError};
 use crate::exchange::Exchange;
-use crate::prompt::splice::{Splice, splice};
-use crate::prompt::{PRODUCTION, PromptVersion, Reference, RenderError};
+use crate::prompt::{PRODUCTION, PromptVersion, Reference};
 use crate::snapshot::Snapshot;
 use crate::telemetry::trace::StepKind;
 use crate::upstream::Surface;
@@ -41,7 +40,7 @@ pub fn render_request(
         }
     };
     let _ = exchange.prompt.set(version.clone());
-    let rendered = render(&version, fields, body, reference);
+    let rendered = version.render_body(reference.variables, body, fields.params_present);
     exchange.step(StepKind::Prompt, started, by_canary);
     rendered.map(|b| Some(Bytes::from(b)))
 }
@@ -108,37 +107,4 @@ fn choose_version(
             prompt.id
         ))
     })
-}
-
-/// The request body with the rendered messages in it.
-fn render(
-    version: &PromptVersion,
-    fields: &RequestFields<'_>,
-    body: &[u8],
-    reference: Reference<'_>,
-) -> Result<Vec<u8>, GatewayError> {
-    let mut rendered = Vec::with_capacity(512);
-    version
-        .render_json(reference.variables, &mut rendered)
-        .map_err(|err| match err {
-            RenderError::Variable(v) => {
-                GatewayError::new(ErrorKind::InvalidPromptVariable, v.message)
-                    .with_param(format!("prompt.variables.{}", v.name))
-            }
-            RenderError::Template(t) => GatewayError::new(
-                ErrorKind::PromptRenderFailed,
-                format!("prompt {} did not render: {t}", version.reference_str()),
-            ),
-        })?;
-    splice(
-        body,
-        &Splice {
-            rendered: &rendered,
-            model: version.model.as_deref(),
-            params: &version.params,
-            params_present: fields.params_present,
-            caller_messages: version.caller_messages,
-            reference: version.reference_str(),
-        },
-    )
 }

@@ -23,6 +23,7 @@ use http::HeaderValue;
 use serde_json::{Map, Value};
 
 use crate::api::decode::ParamDefault;
+use crate::error::{ErrorKind, GatewayError};
 use crate::routing::Split;
 use crate::telemetry::metrics::PromptMetrics;
 use render::MessageTemplates;
@@ -127,6 +128,40 @@ impl PromptVersion {
         self.messages
             .render_json(&values, out)
             .map_err(RenderError::Template)
+    }
+
+    /// The request `body` with this version's messages rendered from `variables` into it,
+    /// `prompt` taken out, and the version's model and parameters where the body sets none
+    /// (`params_present`: the generation parameters it sets, as bits).
+    pub fn render_body(
+        &self,
+        variables: Option<Map<String, Value>>,
+        body: &[u8],
+        params_present: u16,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let mut rendered = Vec::with_capacity(512);
+        self.render_json(variables, &mut rendered)
+            .map_err(|err| match err {
+                RenderError::Variable(v) => {
+                    GatewayError::new(ErrorKind::InvalidPromptVariable, v.message)
+                        .with_param(format!("prompt.variables.{}", v.name))
+                }
+                RenderError::Template(t) => GatewayError::new(
+                    ErrorKind::PromptRenderFailed,
+                    format!("prompt {} did not render: {t}", self.reference_str()),
+                ),
+            })?;
+        splice::splice(
+            body,
+            &splice::Splice {
+                rendered: &rendered,
+                model: self.model.as_deref(),
+                params: &self.params,
+                params_present,
+                caller_messages: self.caller_messages,
+                reference: self.reference_str(),
+            },
+        )
     }
 
     /// Checks `variables` and renders the messages (offline tools and fixtures).

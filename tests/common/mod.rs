@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod otlp;
+pub mod prompts;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -183,6 +184,21 @@ pub fn json(text: &str) -> serde_json::Value {
 }
 
 /// Asserts an OpenAI error body with the given `error.code` and returns its JSON.
+/// Asserts `body` is a Google-format error with this `code` and `status` and a message;
+/// returns it.
+pub fn assert_google_error(body: &str, code: u16, status: &str) -> serde_json::Value {
+    let value = json(body);
+    assert_eq!(value["error"]["code"], code, "{body}");
+    assert_eq!(value["error"]["status"], status, "{body}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    value
+}
+
 pub fn assert_openai_error(body: &str, code: &str) -> serde_json::Value {
     let value = json(body);
     let error = &value["error"];
