@@ -302,3 +302,54 @@ async fn variable_values_are_data_never_template_or_json() {
         "You greet {{tone}} in a {%- x -%} tone."
     );
 }
+
+/// A template that passed `tollgate check` but fails on values its schema accepts is the
+/// prompt author's bug: a 500 the prompt version's error ratio shows, not the caller's 400.
+#[tokio::test]
+async fn a_template_failing_on_valid_values_is_the_gateways_error() {
+    let dir = TempDir::new("fragile");
+    dir.write(
+        "prompts/fragile/1.yaml",
+        "model: m\nvariables:\n  items: {type: array, required: true, example: [a, b, c]}\nmessages:\n  - role: user\n    content: \"third: {{ items[2] }}\"\n",
+    );
+    let extra = format!(
+        "auth:\n  enabled: false\nroutes:\n  m:\n    provider: mock\nprompts:\n  dir: {}\n  labels:\n    fragile: {{production: 1}}\n",
+        dir.path().join("prompts").display()
+    );
+    let (mock, gw) = mock_and_gateway_with(tollgate_mock::MockConfig::default(), &extra).await;
+    chat_ok(
+        &gw,
+        r#"{"prompt":{"id":"fragile","variables":{"items":["a","b","c"]}}}"#,
+        &[],
+    )
+    .await;
+    let (status, headers, text) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"prompt":{"id":"fragile","variables":{"items":["a"]}}}"#,
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
+    let error = assert_openai_error(&text, "prompt_render_failed");
+    assert_eq!(error["error"]["type"], "gateway_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fragile@1"),
+        "{text}"
+    );
+    assert_eq!(headers["x-tollgate-error-source"], "gateway");
+    assert_eq!(mock.stats().requests(), 1, "nothing went upstream");
+    let text = metrics(&gw).await;
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_prompt_requests_total{prompt=\"fragile\",prompt_version=\"1\",status_class=\"5xx\",error_type=\"prompt_render_failed\"}"
+        ),
+        1.0
+    );
+}

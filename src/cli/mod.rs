@@ -117,8 +117,9 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((version, prompts)) => {
+            let plural = if prompts == 1 { "" } else { "s" };
             println!(
-                "{}: ok (config version {version}; {prompts} prompt versions rendered with their example values)",
+                "{}: ok (config version {version}; {prompts} prompt version{plural} rendered with their example values)",
                 path.display()
             );
             ExitCode::SUCCESS

@@ -148,9 +148,10 @@ impl ErrorKind {
             PromptVersionNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "prompt_version_not_found", Fault::Client),
             PromptNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "prompt_not_allowed", Fault::Policy),
             InvalidPromptVariable => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_prompt_variable", Fault::Client),
-            // The variables fit the schema but the template failed on them (a template
-            // error `tollgate check` could not reach with its example values).
-            PromptRenderFailed => (StatusCode::BAD_REQUEST, "invalid_request_error", "prompt_render_failed", Fault::Client),
+            // The variables fit the schema but the template failed on them: a template bug
+            // `tollgate check` could not reach with its example values. The prompt's author
+            // is at fault, not the caller, and a canary that breaks so must show as errors.
+            PromptRenderFailed => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_error", "prompt_render_failed", Fault::Gateway),
             UpstreamConnect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", Fault::Upstream),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", Fault::Upstream),
             UpstreamProtocol => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_bad_response", Fault::Upstream),

@@ -4,6 +4,8 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
@@ -21,7 +23,10 @@ pub fn watch_file(
         _ => Path::new(".").to_path_buf(),
     };
     let name: OsString = config.file_name().map(OsString::from).unwrap_or_default();
-    let prompt_dir = prompts.map(Path::to_path_buf);
+    // Events name absolute paths (the watcher makes a relative one absolute), so the folder
+    // is compared as one.
+    let prompt_dir =
+        prompts.map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if matches!(event.kind, EventKind::Access(_)) {
@@ -43,4 +48,30 @@ pub fn watch_file(
         watcher.watch(prompts, RecursiveMode::Recursive)?;
     }
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tollgate serve --config config/tollgate.yaml` gives relative paths: a change in the
+    /// prompt folder must still reload.
+    #[tokio::test]
+    async fn a_change_in_a_relative_prompt_folder_triggers_a_reload() {
+        // Relative to the package root, where tests run.
+        let root = PathBuf::from(format!("target/tollgate-watch-{}", std::process::id()));
+        let prompts = root.join("prompts");
+        std::fs::create_dir_all(prompts.join("greet")).unwrap();
+        std::fs::write(root.join("tollgate.yaml"), "").unwrap();
+        let (reloader, mut triggers) = crate::reload::channel();
+        let _watcher = watch_file(&root.join("tollgate.yaml"), Some(&prompts), reloader).unwrap();
+        std::fs::write(prompts.join("greet/2.yaml"), "messages: []\n").unwrap();
+        let trigger =
+            tokio::time::timeout(std::time::Duration::from_secs(10), triggers.recv()).await;
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            matches!(trigger, Ok(Some(Trigger::FileChanged))),
+            "{trigger:?}"
+        );
+    }
 }

@@ -13,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 GATEWAY_BIN = os.environ.get("TOLLGATE_BIN", os.path.join(TARGET, "debug", "tollgate"))
 MOCK_BIN = os.environ.get("TOLLGATE_MOCK_BIN", os.path.join(TARGET, "debug", "tollgate-mock"))
+# The repository's prompt folder; its templates name the route `demo` as their model.
+PROMPTS_DIR = os.path.join(ROOT, "config", "prompts")
 CLIENT_KEY = "sk-sdk-test-key"
 VERTEX_KEY = "vertex-sdk-test-key"
 READY_TIMEOUT_S = 30
@@ -44,8 +46,9 @@ def start_mock(*args):
 
 @pytest.fixture(scope="session")
 def gateway():
-    """A gateway with auth on, routing `m` to a healthy mock and `broken` to one that resets,
-    and the `gemini*` aliases to the healthy mock's Vertex AI surface (express key)."""
+    """A gateway with auth on, routing `m` and `demo` to a healthy mock and `broken` to one
+    that resets, and the `gemini*` aliases to the healthy mock's Vertex AI surface (express
+    key). It serves the repository's prompt templates, `production` being version 1."""
     healthy, healthy_addr = start_mock(
         "--tokens", "6", "--inter-token", "2ms", "--vertex-api-key", VERTEX_KEY
     )
@@ -75,6 +78,8 @@ providers:
 routes:
   m:
     provider: healthy
+  demo:
+    provider: healthy
   broken:
     provider: broken
   gemini:
@@ -93,6 +98,11 @@ routes:
         provider: vertex
         upstream_model: gemini-2.5-flash
         headers: {{x-mock-gemini: "error=RESOURCE_EXHAUSTED:retry=2s"}}
+prompts:
+  dir: {json.dumps(PROMPTS_DIR)}
+  labels:
+    support-answer:
+      production: 1
 tenants:
   - name: sdk
     key_hashes: ["{key_hash}"]

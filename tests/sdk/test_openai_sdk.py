@@ -49,6 +49,7 @@ def test_completions_embeddings_and_models(client):
     assert len(embedding.data) == 2
     assert sorted(model.id for model in client.models.list()) == [
         "broken",
+        "demo",
         "gemini",
         "gemini-quota",
         "gemini-tools",
