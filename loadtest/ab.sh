@@ -8,7 +8,8 @@
 #   loadtest/ab.sh NAME=FRAGMENT [NAME=FRAGMENT ...]
 #       FRAGMENT: a YAML file appended to the base config (server, admin, no auth, one route
 #       `fast` to the mock), or `-` for none. `@OTLP_GRPC@` in it becomes the live receiver's
-#       gRPC address (rotel, on core 1 with the mock and the load generator).
+#       gRPC address (rotel, on core 1 with the mock and the load generator). A line
+#       `# body: JSON` in it is the request that variant gets (default: a short chat request).
 #   ROUNDS=6 SECONDS_PER_ROUND=4 LOAD="closed --connections 64"   (defaults)
 #   LOAD="open --rate 10000"   fixed rate: compare CPU per request only
 #
@@ -19,7 +20,7 @@ set -euo pipefail
 caller_dir=$(pwd)  # fragments are named relative to where the script was run from
 cd "$(dirname "$0")/.."
 root=$(pwd)
-[ $# -ge 2 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,18p' "$0"; exit 2; }
 
 rounds=${ROUNDS:-6}
 secs=${SECONDS_PER_ROUND:-4}
@@ -34,7 +35,7 @@ MOCK=19401 OTLP_GRPC=19431 OTLP_HTTP=19432 FIRST_PORT=19410
 start_mock_and_receiver $MOCK $OTLP_GRPC $OTLP_HTTP
 
 names=()
-declare -A tg_pid tg_port tg_admin
+declare -A tg_pid tg_port tg_admin tg_body
 port=$FIRST_PORT
 for spec in "$@"; do
   parse_variant "$spec"
@@ -47,6 +48,7 @@ for spec in "$@"; do
   pids+=($!)
   tg_port[$name]=$port
   tg_admin[$name]=$((port + 1))
+  tg_body[$name]=$variant_body
   names+=("$name")
   port=$((port + 2))
 done
@@ -62,14 +64,13 @@ cpu_ns() {
   for task in /proc/"$1"/task/*/schedstat; do total=$((total + $(cut -d' ' -f1 "$task"))); done
   echo $total
 }
-body='{"model":"fast","messages":[{"role":"user","content":"hello there"}]}'
 for round in $(seq "$rounds"); do
   order=("${names[@]}")
   [ $((round % 2)) = 0 ] && mapfile -t order < <(printf '%s\n' "${names[@]}" | tac)
   for name in "${order[@]}"; do
     before=$(cpu_ns "${tg_pid[$name]}")
     # shellcheck disable=SC2086 # LOAD is words on purpose
-    result=$(taskset -c 1 "$bin/tollgate-load" --addr "127.0.0.1:${tg_port[$name]}" --body "$body" \
+    result=$(taskset -c 1 "$bin/tollgate-load" --addr "127.0.0.1:${tg_port[$name]}" --body "${tg_body[$name]}" \
       $load --seconds "$secs" | tail -n1)
     after=$(cpu_ns "${tg_pid[$name]}")
     dropped=$(curl -s "http://127.0.0.1:${tg_admin[$name]}/metrics" |

@@ -7,7 +7,8 @@
 #
 #   loadtest/instructions.sh NAME=FRAGMENT [NAME=FRAGMENT ...]
 #       FRAGMENT as in ab.sh: a YAML file appended to the base config, or `-` for none;
-#       `@OTLP_GRPC@` becomes the live receiver's gRPC address.
+#       `@OTLP_GRPC@` becomes the live receiver's gRPC address. A line `# body: JSON` in it
+#       is the request that variant gets (default: a short chat request to `fast`).
 #   REQUESTS=4000 RATE=400   (defaults; under callgrind Tollgate is about 50 times slower)
 #
 # Each variant runs alone under callgrind; 200 requests warm it up (connections, pools), its
@@ -19,7 +20,7 @@ set -euo pipefail
 caller_dir=$(pwd)  # fragments are named relative to where the script was run from
 cd "$(dirname "$0")/.."
 root=$(pwd)
-[ $# -ge 1 ] || { sed -n '2,16p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,18p' "$0"; exit 2; }
 
 requests=${REQUESTS:-4000}
 rate=${RATE:-400}
@@ -35,9 +36,8 @@ source "$root/loadtest/lib.sh"  # $work, $pids, cleanup on exit
 MOCK=19501 OTLP_GRPC=19531 OTLP_HTTP=19532 PORT=19510
 start_mock_and_receiver $MOCK $OTLP_GRPC $OTLP_HTTP
 
-body='{"model":"fast","messages":[{"role":"user","content":"hello there"}]}'
-load() {  # load RATE SECONDS: prints the generator's summary line
-  taskset -c 1 "$bin/tollgate-load" --addr 127.0.0.1:$PORT --body "$body" open --rate "$1" \
+load() {  # load RATE SECONDS: prints the generator's summary line ($variant_body each request)
+  taskset -c 1 "$bin/tollgate-load" --addr 127.0.0.1:$PORT --body "$variant_body" open --rate "$1" \
     --seconds "$2" | tail -n1
 }
 failed() {  # failed SUMMARY: the number of failed requests in a summary line

@@ -27,7 +27,10 @@ rotel_agent() {
 }
 
 # A/B variants (ab.sh, instructions.sh): NAME=FRAGMENT, FRAGMENT a YAML file relative to
-# $caller_dir or `-`. Sets $variant_name and $variant_fragment (absolute, or `-`).
+# $caller_dir or `-`. Sets $variant_name and $variant_fragment (absolute, or `-`), and
+# $variant_body: the request body the load generator sends this variant, from the fragment's
+# first line `# body: JSON` (a comment to Tollgate), else the scripts' default chat request.
+default_body='{"model":"fast","messages":[{"role":"user","content":"hello there"}]}'
 parse_variant() {
   variant_name=${1%%=*}
   variant_fragment=${1#*=}
@@ -36,21 +39,27 @@ parse_variant() {
     variant_fragment=$caller_dir/$variant_fragment
   [ "$variant_fragment" = - ] || [ -r "$variant_fragment" ] ||
     { echo "cannot read $variant_fragment" >&2; exit 2; }
+  variant_body=
+  [ "$variant_fragment" = - ] || variant_body=$(sed -n 's/^# body: //p' "$variant_fragment" | head -n1)
+  variant_body=${variant_body:-$default_body}
 }
 
 # The base config of an A/B variant (API on PORT, admin on PORT+1, no auth, one route `fast`
 # to the mock's OpenAI surface on MOCK_PORT) plus its fragment, `@OTLP_GRPC@` replaced by
-# OTLP_ADDR and `@MOCK@` by the mock's address. A fragment with its own top-level `providers:`
-# replaces the base's providers and routes, and must define route `fast` itself (to compare
-# providers: a `vertex` provider with `base_url: "http://@MOCK@"` reaches the mock's Vertex
-# surface; `credentials: {type: api_key, env: LOADTEST_VERTEX_KEY}` is set for it).
+# OTLP_ADDR, `@MOCK@` by the mock's address and `@PROMPTS@` by the absolute path of the
+# repository's `config/prompts` (for `prompts: {dir: "@PROMPTS@"}`). A fragment with its own
+# top-level `providers:` replaces the base's providers and routes, and must define route
+# `fast` itself (to compare providers: a `vertex` provider with `base_url: "http://@MOCK@"`
+# reaches the mock's Vertex surface; `credentials: {type: api_key, env: LOADTEST_VERTEX_KEY}`
+# is set for it).
 # Usage: variant_config PORT MOCK_PORT FRAGMENT OTLP_ADDR > config.yaml
 variant_config() {
   printf 'server:\n  listen: 127.0.0.1:%s\nadmin:\n  listen: 127.0.0.1:%s\nauth:\n  enabled: false\n' "$1" $(($1 + 1))
   if [ "$3" = - ] || ! grep -q '^providers:' "$3"; then
     printf 'providers:\n  fast: {type: openai, base_url: "http://127.0.0.1:%s/v1"}\nroutes:\n  fast:\n    provider: fast\n' "$2"
   fi
-  [ "$3" = - ] || sed -e "s/@OTLP_GRPC@/$4/g" -e "s/@MOCK@/127.0.0.1:$2/g" "$3"
+  [ "$3" = - ] || sed -e "s/@OTLP_GRPC@/$4/g" -e "s/@MOCK@/127.0.0.1:$2/g" \
+    -e "s|@PROMPTS@|$root/config/prompts|g" "$3"
 }
 export LOADTEST_VERTEX_KEY=loadtest-key
 
