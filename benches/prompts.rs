@@ -107,7 +107,12 @@ fn step(
         None => prompt.label(PRODUCTION).unwrap(),
     };
     version
-        .render_body(reference.variables, body, fields.params_present)
+        .render_body(
+            reference.variables,
+            body,
+            fields.params_present,
+            version.model.as_deref(),
+        )
         .unwrap()
 }
 

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::auth::Tenant;
 use crate::error::ErrorKind;
 use crate::prompt::PromptVersion;
+use crate::ratelimit::{Admission, Limit};
 use crate::snapshot::{Route, Snapshot, Version};
 use crate::telemetry::metrics::Operation;
 use crate::telemetry::trace::Tracer;
@@ -60,6 +61,13 @@ pub struct Exchange {
     pub route: OnceLock<Arc<Route>>,
     /// The prompt template version the request rendered, if it named one.
     pub prompt: OnceLock<Arc<PromptVersion>>,
+    /// The limits of the key the caller presented, if it has any.
+    pub key_limits: OnceLock<Arc<Limit>>,
+    /// What the request took from its limits: trued up and given back when it ends; its
+    /// report becomes the rate-limit headers (on a refusal too).
+    pub admission: OnceLock<Admission>,
+    /// What fallback attempts took from the limits of their versions.
+    fallback_admissions: Mutex<Vec<Admission>>,
     /// `gen_ai.operation.name`, once the API surface is known.
     pub operation: OnceLock<Operation>,
     /// Index of the route version serving the request, in `route.versions` (`usize::MAX`
@@ -114,6 +122,9 @@ impl Exchange {
             tenant: OnceLock::new(),
             route: OnceLock::new(),
             prompt: OnceLock::new(),
+            key_limits: OnceLock::new(),
+            admission: OnceLock::new(),
+            fallback_admissions: Mutex::new(Vec::new()),
             operation: OnceLock::new(),
             version: AtomicUsize::new(usize::MAX),
             attempts: AtomicUsize::new(0),
@@ -177,6 +188,27 @@ impl Exchange {
     /// Nanoseconds since the request arrived.
     pub fn since_arrival(&self) -> u64 {
         nanos(self.arrived.elapsed())
+    }
+
+    /// Keeps a fallback attempt's admission to its version's limits until the request ends.
+    pub fn hold_fallback_admission(&self, admission: Admission) {
+        lock(&self.fallback_admissions).push(admission);
+    }
+
+    /// The request ended: every admission it holds is trued up and given back.
+    pub fn settle_admissions(&self, outcome: crate::ratelimit::admit::Outcome, now: u64) {
+        if let Some(admission) = self.admission.get() {
+            admission.settle(outcome, now);
+        }
+        for admission in lock(&self.fallback_admissions).iter() {
+            admission.settle(outcome, now);
+        }
+    }
+
+    /// Records the version the route chose, before any attempt (a request refused by a
+    /// limit of that version still counts under it).
+    pub fn choose_version(&self, index: usize) {
+        self.version.store(index, Relaxed);
     }
 
     /// Records that an attempt goes to version `index` of the route. An attempt at another
@@ -313,8 +345,9 @@ impl Exchange {
 }
 
 /// Locks a span log; a poisoned lock still holds usable timestamps.
-fn lock(spans: &Mutex<SpanLog>) -> std::sync::MutexGuard<'_, SpanLog> {
-    spans.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks one of the request's own records; a poisoned lock still holds a usable record.
+fn lock<T>(record: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    record.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

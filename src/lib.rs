@@ -12,6 +12,7 @@ pub mod error;
 pub mod exchange;
 pub mod prompt;
 pub mod providers;
+pub mod ratelimit;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -353,3 +353,28 @@ async fn a_template_failing_on_valid_values_is_the_gateways_error() {
         1.0
     );
 }
+
+/// On chat, `prompt` only ever names a template: text there (or a repeated key) is refused,
+/// not passed upstream; the Vertex-native surface says the same in Google's format.
+#[tokio::test]
+async fn a_prompt_that_is_not_an_object_is_refused_not_forwarded() {
+    let (_dir, mock, gw) = prompt_gateway("not-an-object", OPEN).await;
+    for body in [
+        r#"{"model":"m","prompt":"greet@1","messages":[]}"#,
+        r#"{"model":"m","prompt":["greet"]}"#,
+        r#"{"model":"m","prompt":"x","prompt":{"id":"greet","variables":{"name":"A","question":"q"}}}"#,
+    ] {
+        let (status, _, text) = call(gw.api_addr, post("/v1/chat/completions", body, &[])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert_eq!(
+            assert_openai_error(&text, "invalid_field")["error"]["param"],
+            "prompt",
+            "{body}"
+        );
+    }
+    let native = r#"{"prompt":"greet@1","contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#;
+    let (status, _, text) = call(gw.api_addr, post(NATIVE_M, native, &[])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_google_error(&text, 400, "INVALID_ARGUMENT");
+    assert_eq!(mock.stats().requests(), 0, "nothing went upstream");
+}

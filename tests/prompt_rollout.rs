@@ -363,3 +363,30 @@ async fn a_served_version_stays_immutable_across_reloads() {
     assert_eq!(header(&headers, "x-tollgate-prompt-hash"), hash_1);
     gw.shutdown().await;
 }
+
+/// A version a route's canary picks serves on that route, whatever model the version names
+/// (or none): the canary is the route's, so its errors and traffic stay there.
+#[tokio::test]
+async fn a_canary_version_serves_on_the_canarying_route() {
+    let dir = TempDir::new("canary-route");
+    let message = "messages:\n  - role: user\n    content: hi\n";
+    dir.write("prompts/q/1.yaml", &format!("model: a\n{message}"));
+    dir.write("prompts/q/2.yaml", message);
+    dir.write("prompts/q/3.yaml", &format!("model: b\n{message}"));
+    let extra = format!(
+        "auth:\n  enabled: false\nroutes:\n  a:\n    provider: mock\n    prompt_versions:\n      q: {{1: 0, 2: 50, 3: 50}}\n  b:\n    provider: mock\n\
+         prompts:\n  dir: {}\n  labels:\n    q: {{production: 1}}\n",
+        dir.path().join("prompts").display()
+    );
+    let (_mock, gw) = mock_and_gateway_with(MockConfig::default(), &extra).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let headers = chat_ok(&gw, r#"{"prompt":{"id":"q"}}"#, &[]).await;
+        assert_eq!(header(&headers, "x-tollgate-route"), "a");
+        seen.insert(header(&headers, "x-tollgate-prompt-version").to_owned());
+    }
+    assert!(seen.iter().all(|v| v == "q@2" || v == "q@3"), "{seen:?}");
+    // Named outright, a version's own model still decides.
+    let headers = chat_ok(&gw, r#"{"prompt":{"id":"q","version":"3"}}"#, &[]).await;
+    assert_eq!(header(&headers, "x-tollgate-route"), "b");
+}

@@ -368,4 +368,22 @@ async fn a_prompt_request_names_its_prompt_version_on_its_spans() {
         prompt["attributes"]["error.type"],
         "prompt_version_not_found"
     );
+
+    // The version resolves but a variable is missing: the prompt span names both.
+    let trace = "66666666666666666666666666666666";
+    let parent = traceparent(trace, INBOUND_PARENT, "01");
+    let (status, _, _) = call(
+        gw.api_addr,
+        post(
+            "/v1/chat/completions",
+            r#"{"model":"m","prompt":{"id":"support-answer","variables":{"product":"P"}}}"#,
+            &[("traceparent", &parent)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let spans = receiver.spans_of(trace, 3);
+    let prompt = &by_name(&spans, "tollgate.prompt")["attributes"];
+    assert_eq!(prompt["tollgate.prompt.version"], "2");
+    assert_eq!(prompt["error.type"], "invalid_prompt_variable");
 }

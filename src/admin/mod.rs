@@ -69,7 +69,14 @@ impl AdminService {
             _ => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(self.shared.metrics.encode()),
+                Bytes::from({
+                    let mut text = self.shared.metrics.encode();
+                    crate::ratelimit::encode_rejections(
+                        &self.shared.live.load().rate_limits,
+                        &mut text,
+                    );
+                    text
+                }),
             ),
         };
         Ok(respond(status, content_type, body))

@@ -44,7 +44,20 @@ pub async fn run(
         let index = attempt_version(first, fallbacks, n);
         exchange.start_attempt(index);
         let version = &route.versions[index];
-        let result = super::attempt(exchange, version, request).await;
+        // The chosen version's limits were met before the first attempt; a fallback meets
+        // its own version's here, and a refusal moves the plan on like a failure.
+        let result = match index == first {
+            true => super::attempt(exchange, version, request).await,
+            false => match super::limited::admit_fallback(
+                exchange,
+                version,
+                request.fields,
+                request.surface,
+            ) {
+                Ok(()) => super::attempt(exchange, version, request).await,
+                Err(refused) => Err(refused),
+            },
+        };
         n += 1;
         let Some(wait_at_least) = worth_retrying(&result) else {
             return result;

@@ -36,6 +36,8 @@ pub struct RequestFields<'a> {
     /// The prompt fields, raw: `messages` (chat), `prompt` (completions), `input`
     /// (embeddings). See [`RequestFields::content`].
     prompts: [Option<&'a RawValue>; 3],
+    /// `tools`, raw: part of the input a token estimate counts.
+    pub tools: Option<&'a RawValue>,
     model_span: Range<usize>,
     stream_options: Option<(&'a RawValue, Range<usize>)>,
     /// Offset of the closing `}` of the top-level object.
@@ -51,6 +53,7 @@ struct RawFields<'a> {
     params_present: u16,
     params: [Option<&'a RawValue>; GENERATION_PARAMS.len()],
     prompts: [Option<&'a RawValue>; 3],
+    tools: Option<&'a RawValue>,
     duplicate: Option<&'static str>,
 }
 
@@ -71,6 +74,7 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                         Field::Stream => (&mut fields.stream, "stream"),
                         Field::StreamOptions => (&mut fields.stream_options, "stream_options"),
                         Field::User => (&mut fields.user, "user"),
+                        Field::Tools => (&mut fields.tools, "tools"),
                         Field::Generation(bit) => {
                             fields.params_present |= 1 << bit;
                             if let Some(slot) = fields.params.get_mut(usize::from(bit)) {
@@ -79,8 +83,10 @@ impl<'de> de::Deserialize<'de> for RawFields<'de> {
                             continue;
                         }
                         Field::Prompt(i) => {
-                            if let Some(slot) = fields.prompts.get_mut(usize::from(i)) {
-                                slot.get_or_insert(value);
+                            if let Some(slot) = fields.prompts.get_mut(usize::from(i))
+                                && slot.replace(value).is_some()
+                            {
+                                fields.duplicate = Some(PROMPT_FIELDS[usize::from(i)]);
                             }
                             continue;
                         }
@@ -105,6 +111,7 @@ enum Field {
     Stream,
     StreamOptions,
     User,
+    Tools,
     /// One of [`GENERATION_PARAMS`], by index.
     Generation(u8),
     /// `messages` (0), `prompt` (1) or `input` (2): what spans record for routes that record
@@ -112,6 +119,9 @@ enum Field {
     Prompt(u8),
     Other,
 }
+
+/// The prompt fields of the surfaces, by [`Field::Prompt`] index.
+const PROMPT_FIELDS: [&str; 3] = ["messages", "prompt", "input"];
 
 /// The generation parameters a route version may give defaults for: set in the body when the
 /// caller did not set them.
@@ -150,6 +160,7 @@ impl<'de> de::Deserialize<'de> for Field {
                     "stream" => Field::Stream,
                     "stream_options" => Field::StreamOptions,
                     "user" => Field::User,
+                    "tools" => Field::Tools,
                     "messages" => Field::Prompt(0),
                     "prompt" => Field::Prompt(1),
                     "input" => Field::Prompt(2),
@@ -308,6 +319,7 @@ impl<'a> RequestFields<'a> {
             params_present: raw.params_present,
             params: raw.params,
             prompts: raw.prompts,
+            tools: raw.tools,
             stream_options,
             object_end,
         })
@@ -316,7 +328,12 @@ impl<'a> RequestFields<'a> {
     /// The body's `prompt` when it is an object: a prompt template reference (chat). The
     /// completions surface's `prompt` is text or tokens, never an object.
     pub fn prompt_reference(&self) -> Option<&'a RawValue> {
-        self.prompts[1].filter(|p| p.get().starts_with('{'))
+        self.prompt_field().filter(|p| p.get().starts_with('{'))
+    }
+
+    /// The body's `prompt`, whatever it holds.
+    pub fn prompt_field(&self) -> Option<&'a RawValue> {
+        self.prompts[1]
     }
 
     /// The prompt field of the surface of `op`, raw.
@@ -327,6 +344,13 @@ impl<'a> RequestFields<'a> {
             Operation::Embeddings => 2,
         };
         self.prompts[i]
+    }
+
+    /// A generation parameter the body sets to a whole number (`max_tokens`, `n`).
+    pub fn whole_param(&self, name: &str) -> Option<u64> {
+        let bit = generation_param(name)?;
+        let raw = self.params.get(usize::from(bit)).copied().flatten()?;
+        raw.get().trim().parse().ok()
     }
 
     /// The `gen_ai.request.*` values of this request as sent upstream: the caller's, else

@@ -5,6 +5,7 @@ mod attempts;
 pub mod choose;
 pub mod decode;
 pub mod gemini;
+mod limited;
 pub mod native;
 mod prompted;
 mod request_body;
@@ -192,6 +193,7 @@ async fn serve(
         choice.as_ref().is_ok_and(|c| c.pinned),
     );
     let choice = choice?;
+    limited::admit_request(exchange, snapshot, tenant, &choice, &fields, surface)?;
     let route = choice.route.clone();
     if exchange.is_recording() {
         let stream = fields.stream && surface != Surface::Embeddings;
@@ -266,6 +268,9 @@ async fn demo_answer(
         Surface::Embeddings => {
             let body = demo::embeddings_body(provider, &out.body)?;
             stats.ttft = Some(out.arrived.elapsed());
+            stats.usage = upstream::openai_view::AnswerView::parse(&body)
+                .ok()
+                .and_then(|v| v.usage);
             return Ok(json_response(body, stats));
         }
         Surface::Chat => DemoKind::Chat,

@@ -27,12 +27,25 @@ pub fn render_request(
     headers: &HeaderMap,
     surface: Surface,
 ) -> Result<Option<Bytes>, GatewayError> {
+    if surface == Surface::Chat
+        && let Some(raw) = fields.prompt_field()
+        && !raw.get().starts_with('{')
+        && raw.get() != "null"
+    {
+        // On chat, `prompt` only ever names a template: anything but an object is a mistake
+        // to refuse, not a field to pass upstream.
+        return Err(GatewayError::new(
+            ErrorKind::InvalidField,
+            "`prompt` names a prompt template: an object {id, version | label, variables}",
+        )
+        .with_param("prompt"));
+    }
     let Some(reference) = Reference::find(fields.prompt_reference(), headers)? else {
         return Ok(None);
     };
     let started = exchange.since_arrival();
     let chosen = choose_version(snapshot, tenant, fields, headers, surface, &reference);
-    let (version, by_canary) = match chosen {
+    let (version, canary_route) = match chosen {
         Ok(chosen) => chosen,
         Err(err) => {
             exchange.step(StepKind::Prompt, started, false);
@@ -40,20 +53,22 @@ pub fn render_request(
         }
     };
     let _ = exchange.prompt.set(version.clone());
-    let rendered = version.render_body(reference.variables, body, fields.params_present);
-    exchange.step(StepKind::Prompt, started, by_canary);
+    // A version a route's canary picked serves on that route, whatever model it names.
+    let model = canary_route.or(version.model.as_deref());
+    let rendered = version.render_body(reference.variables, body, fields.params_present, model);
+    exchange.step(StepKind::Prompt, started, canary_route.is_some());
     rendered.map(|b| Some(Bytes::from(b)))
 }
 
-/// The prompt version for `reference`, and whether a route's canary picked it.
-fn choose_version(
-    snapshot: &Snapshot,
+/// The prompt version for `reference`, and the route whose canary picked it (if one did).
+fn choose_version<'s>(
+    snapshot: &'s Snapshot,
     tenant: &Tenant,
     fields: &RequestFields<'_>,
     headers: &HeaderMap,
     surface: Surface,
     reference: &Reference<'_>,
-) -> Result<(Arc<PromptVersion>, bool), GatewayError> {
+) -> Result<(Arc<PromptVersion>, Option<&'s str>), GatewayError> {
     if surface != Surface::Chat {
         return Err(GatewayError::new(
             ErrorKind::InvalidField,
@@ -80,7 +95,7 @@ fn choose_version(
         GatewayError::new(ErrorKind::PromptVersionNotFound, what).with_param("prompt")
     };
     if let Some(version) = prompt.named(&reference.pick).map_err(not_found)? {
-        return Ok((version.clone(), false));
+        return Ok((version.clone(), None));
     }
     // Neither a version nor a label: the canary of the route the request goes to (its
     // model, else the production version's), else the production label.
@@ -98,10 +113,10 @@ fn choose_version(
             headers,
         };
         if let Some(version) = canary.pick(sticky_key(route, tenant, &wanted)) {
-            return Ok((version.clone(), true));
+            return Ok((version.clone(), Some(&route.alias)));
         }
     }
-    production.cloned().map(|v| (v, false)).ok_or_else(|| {
+    production.cloned().map(|v| (v, None)).ok_or_else(|| {
         not_found(format!(
             "the prompt `{}` has no `{PRODUCTION}` label: name a version or a label",
             prompt.id

@@ -46,7 +46,12 @@ where
         let tenant = match &snapshot.keys {
             None => snapshot.anonymous.clone(),
             Some(keys) => match authenticate(keys, req.http.headers()) {
-                Ok(tenant) => tenant.clone(),
+                Ok((tenant, key_limits)) => {
+                    if let Some(limits) = key_limits {
+                        let _ = req.exchange.key_limits.set(limits.clone());
+                    }
+                    tenant.clone()
+                }
                 Err(err) => {
                     req.exchange.step(StepKind::Auth, started, false);
                     return Either::Left(ready(Err(err)));

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::ratelimit::Limit;
 
 /// A caller, as compiled from config.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct Tenant {
     pub prompts_body: Bytes,
     /// May pin a route version (`x-tollgate-version`, or `model: "alias@version"`).
     pub may_pin: bool,
+    /// The tenant's limits, all its keys together.
+    pub limits: Option<Arc<Limit>>,
 }
 
 impl Tenant {
@@ -68,6 +71,7 @@ impl Tenant {
             prompts_allowed: Box::default(),
             prompts_body: Bytes::from_static(br#"{"object":"list","data":[]}"#),
             may_pin: false,
+            limits: None,
         }
     }
 
@@ -101,6 +105,12 @@ impl Tenant {
         self
     }
 
+    /// Subjects the tenant to `limits`.
+    pub fn with_limits(mut self, limits: Option<Arc<Limit>>) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Places this tenant at `slot` of per-tenant series tables.
     pub fn with_slot(mut self, slot: usize) -> Self {
         self.slot = slot;
@@ -117,8 +127,11 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A key's full SHA-256 and its owner.
-type KeyEntry = ([u8; 32], Arc<Tenant>);
+/// A key's full SHA-256, its owner, and the key's own limits.
+type KeyEntry = ([u8; 32], Arc<Tenant>, Option<Arc<Limit>>);
+
+/// Who presented a key: the tenant, and the limits of that key.
+pub type Caller<'a> = (&'a Arc<Tenant>, Option<&'a Arc<Limit>>);
 
 /// Key hashes -> tenants.
 #[derive(Debug, Default)]
@@ -134,27 +147,32 @@ fn prefix(hash: &[u8; 32]) -> u64 {
 
 impl KeyTable {
     /// Adds a hex key hash; rejects malformed and repeated hashes.
-    pub fn insert(&mut self, hex_hash: &str, tenant: Arc<Tenant>) -> Result<(), String> {
+    pub fn insert(
+        &mut self,
+        hex_hash: &str,
+        tenant: Arc<Tenant>,
+        limits: Option<Arc<Limit>>,
+    ) -> Result<(), String> {
         let mut hash = [0u8; 32];
         hex::decode_to_slice(hex_hash.trim(), &mut hash).map_err(|_| {
             "must be 64 hex characters, as printed by `tollgate hash-key`".to_owned()
         })?;
         let bucket = self.by_prefix.entry(prefix(&hash)).or_default();
-        if bucket.iter().any(|(known, _)| *known == hash) {
+        if bucket.iter().any(|(known, ..)| *known == hash) {
             return Err("this key hash is listed twice".into());
         }
-        bucket.push((hash, tenant));
+        bucket.push((hash, tenant, limits));
         Ok(())
     }
 
-    /// The tenant owning `key`, if any.
-    pub fn lookup(&self, key: &[u8]) -> Option<&Arc<Tenant>> {
+    /// The tenant owning `key` and the key's limits, if the key is known.
+    pub fn lookup(&self, key: &[u8]) -> Option<Caller<'_>> {
         let hash: [u8; 32] = Sha256::digest(key).into();
         let bucket = self.by_prefix.get(&prefix(&hash))?;
         let mut found = None;
-        for (known, tenant) in bucket {
+        for (known, tenant, limits) in bucket {
             if bool::from(known.ct_eq(&hash)) {
-                found = Some(tenant);
+                found = Some((tenant, limits.as_ref()));
             }
         }
         found
@@ -179,7 +197,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
 pub fn authenticate<'a>(
     keys: &'a KeyTable,
     headers: &HeaderMap,
-) -> Result<&'a Arc<Tenant>, GatewayError> {
+) -> Result<Caller<'a>, GatewayError> {
     let key = presented_key(headers)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| {
@@ -211,13 +229,21 @@ mod tests {
     #[test]
     fn looks_up_keys_by_hash_only() {
         let mut table = KeyTable::default();
-        table.insert(&hash_key("sk-team-a"), tenant("a")).unwrap();
-        table.insert(&hash_key("sk-team-b"), tenant("b")).unwrap();
-        assert_eq!(&*table.lookup(b"sk-team-a").unwrap().name, "a");
-        assert_eq!(&*table.lookup(b"sk-team-b").unwrap().name, "b");
+        table
+            .insert(&hash_key("sk-team-a"), tenant("a"), None)
+            .unwrap();
+        table
+            .insert(&hash_key("sk-team-b"), tenant("b"), None)
+            .unwrap();
+        assert_eq!(&*table.lookup(b"sk-team-a").unwrap().0.name, "a");
+        assert_eq!(&*table.lookup(b"sk-team-b").unwrap().0.name, "b");
         assert!(table.lookup(b"sk-team-c").is_none());
-        assert!(table.insert(&hash_key("sk-team-a"), tenant("c")).is_err());
-        assert!(table.insert("zz", tenant("c")).is_err());
+        assert!(
+            table
+                .insert(&hash_key("sk-team-a"), tenant("c"), None)
+                .is_err()
+        );
+        assert!(table.insert("zz", tenant("c"), None).is_err());
     }
 
     #[test]

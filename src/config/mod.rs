@@ -5,6 +5,7 @@
 //! rules) happen in `snapshot::compile`, which reports the offending key path.
 
 mod duration;
+mod limits;
 mod prompts;
 mod routes;
 mod tracing;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::{ConfigDuration, parse_duration};
+pub use limits::{LimitConfig, RateLimitsConfig};
 pub use prompts::{PromptsConfig, VersionName};
 pub use routes::{
     RetryConfig, RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, VersionConfig,
@@ -46,6 +48,10 @@ pub struct Config {
     /// Versioned prompt templates; none when absent.
     #[serde(default)]
     pub prompts: Option<PromptsConfig>,
+    /// Settings shared by every token budget (the limits themselves attach to tenants,
+    /// routes and versions).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// The client-facing API listener. Listener addresses are read at start-up only.
@@ -138,6 +144,12 @@ pub struct TenantConfig {
     /// means all. A prompt still runs only on models the tenant may use.
     #[serde(default = "all_prompts")]
     pub prompts: Vec<String>,
+    /// Limits of the tenant as a whole, all its keys together.
+    #[serde(default)]
+    pub limits: Option<LimitConfig>,
+    /// Limits of each key of the tenant, one set of buckets per key.
+    #[serde(default)]
+    pub key_limits: Option<LimitConfig>,
 }
 
 fn all_prompts() -> Vec<String> {

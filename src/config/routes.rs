@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{ConfigDuration, VersionName};
+use super::{ConfigDuration, LimitConfig, VersionName};
 
 /// A model alias clients put in `model`. Either the short form (one upstream: `provider`,
 /// `upstream_model`) or `versions`, never both.
@@ -46,6 +46,16 @@ pub struct RouteConfig {
     /// route's `sticky` rule, instead of taking the prompt's `production` label.
     #[serde(default, deserialize_with = "super::unique_keys")]
     pub prompt_versions: BTreeMap<String, BTreeMap<VersionName, u32>>,
+    /// Limits of the route, every caller together.
+    #[serde(default)]
+    pub limits: Option<LimitConfig>,
+    /// Limits of each tenant on this route, one set of buckets per tenant.
+    #[serde(default)]
+    pub tenant_limits: Option<LimitConfig>,
+    /// How this route's versions count input tokens for token budgets; default
+    /// `rate_limits.token_counting`.
+    #[serde(default)]
+    pub token_counting: Option<crate::ratelimit::estimate::TokenCounting>,
 }
 
 /// What to do with an OpenAI parameter Gemini has no equivalent for.
@@ -110,6 +120,9 @@ pub struct VersionConfig {
     /// `seed`, `stop`, `n`, `reasoning_effort`).
     #[serde(default)]
     pub defaults: BTreeMap<String, serde_json::Value>,
+    /// Limits of this version, every caller together.
+    #[serde(default)]
+    pub limits: Option<LimitConfig>,
 }
 
 /// Where a sticky route finds its key.

@@ -67,6 +67,7 @@ pub enum ErrorKind {
     PromptNotAllowed,
     InvalidPromptVariable,
     PromptRenderFailed,
+    RateLimited,
     UpstreamConnect,
     UpstreamTimeout,
     UpstreamProtocol,
@@ -82,7 +83,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for pre-registering metric series.
-    pub const ALL: [ErrorKind; 35] = [
+    pub const ALL: [ErrorKind; 36] = [
         ErrorKind::MalformedRequest,
         ErrorKind::HeadersTooLarge,
         ErrorKind::HeaderReadTimeout,
@@ -107,6 +108,7 @@ impl ErrorKind {
         ErrorKind::PromptNotAllowed,
         ErrorKind::InvalidPromptVariable,
         ErrorKind::PromptRenderFailed,
+        ErrorKind::RateLimited,
         ErrorKind::UpstreamConnect,
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamProtocol,
@@ -152,6 +154,8 @@ impl ErrorKind {
             // `tollgate check` could not reach with its example values. The prompt's author
             // is at fault, not the caller, and a canary that breaks so must show as errors.
             PromptRenderFailed => (StatusCode::INTERNAL_SERVER_ERROR, "gateway_error", "prompt_render_failed", Fault::Gateway),
+            // A Tollgate limit refused the request (an upstream's 429 is `upstream_rate_limited`).
+            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded", Fault::Policy),
             UpstreamConnect => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", Fault::Upstream),
             UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", Fault::Upstream),
             UpstreamProtocol => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_bad_response", Fault::Upstream),
@@ -285,7 +289,8 @@ pub fn into_response_in(err: &GatewayError, dialect: Dialect) -> Response<Gatewa
     if let Some(after) = err.retry_after {
         headers.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(after.as_secs().max(1)),
+            // Whole seconds, rounded up: a client that waits what it is told gets in.
+            HeaderValue::from((after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1)),
         );
     }
     response

@@ -131,13 +131,15 @@ impl PromptVersion {
     }
 
     /// The request `body` with this version's messages rendered from `variables` into it,
-    /// `prompt` taken out, and the version's model and parameters where the body sets none
-    /// (`params_present`: the generation parameters it sets, as bits).
+    /// `prompt` taken out, `model` where the body names none, and the version's parameters
+    /// where the body sets none (`params_present`: the generation parameters it sets, as
+    /// bits).
     pub fn render_body(
         &self,
         variables: Option<Map<String, Value>>,
         body: &[u8],
         params_present: u16,
+        model: Option<&str>,
     ) -> Result<Vec<u8>, GatewayError> {
         let mut rendered = Vec::with_capacity(512);
         self.render_json(variables, &mut rendered)
@@ -155,7 +157,7 @@ impl PromptVersion {
             body,
             &splice::Splice {
                 rendered: &rendered,
-                model: self.model.as_deref(),
+                model,
                 params: &self.params,
                 params_present,
                 caller_messages: self.caller_messages,

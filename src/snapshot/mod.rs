@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::{KeyTable, Tenant};
 use crate::config::{Config, ProviderConfig};
 use crate::providers::{DemoProvider, OpenAiProvider, Provider, VertexProvider};
+use crate::ratelimit::Place;
 use crate::telemetry::metrics::{Metrics, RequestCounters};
 
 /// The tenant every caller is while auth is off.
@@ -50,6 +51,10 @@ pub struct Snapshot {
     pub routes: HashMap<Box<str>, Arc<Route>>,
     /// The prompt templates, compiled.
     pub prompts: crate::prompt::Library,
+    /// Every rate limit by name: the next reload keeps the buckets of unchanged ones.
+    pub rate_limits: crate::ratelimit::LimitTable,
+    /// Output tokens reserved before a call at most (see `RateLimitsConfig`).
+    pub max_output_reservation: u64,
     /// By name; the next reload reuses the ones whose definition did not change.
     pub providers: HashMap<Box<str>, Provider>,
     /// The process's metrics, for work that reports outside a request's own response
@@ -155,9 +160,23 @@ pub fn recompile(
         tenants: &tenant_slots,
         config_version: &version,
     };
+    let mut limit_table = crate::ratelimit::LimitTable::default();
+    let mut limits = routes::LimitSource {
+        table: &mut limit_table,
+        previous: previous.map(|p| &p.rate_limits),
+        token_counting: &config.rate_limits.token_counting,
+    };
     let mut routes = HashMap::new();
     for (index, (alias, route)) in config.routes.iter().enumerate() {
-        let compiled = routes::compile(alias, index, route, &providers, &prompts, &series)?;
+        let compiled = routes::compile(
+            alias,
+            index,
+            route,
+            &providers,
+            &prompts,
+            &series,
+            &mut limits,
+        )?;
         routes.insert(alias.as_str().into(), Arc::new(compiled));
     }
 
@@ -168,7 +187,12 @@ pub fn recompile(
                 && !aliases.contains(model)
             {
                 return Err(problem(
-                    format!("prompt {}", version.reference_str()),
+                    format!(
+                        "prompt {} ({}/{}.yaml)",
+                        version.reference_str(),
+                        version.id,
+                        version.version
+                    ),
                     format!("model: no route named `{model}`"),
                 ));
             }
@@ -201,14 +225,28 @@ pub fn recompile(
                 ));
             }
         }
+        let tenant_limit = limits.table.attach(
+            limits.previous,
+            Place::Tenant(&tenant.name),
+            tenant.limits.as_ref(),
+        );
         let compiled = Arc::new(
             Tenant::new(&tenant.name, &tenant.models, &aliases, &route_index)
                 .with_prompts(&prompts, &tenant.prompts)
                 .with_pinning(tenant.pin_versions)
-                .with_slot(i + 1),
+                .with_slot(i + 1)
+                .with_limits(tenant_limit),
         );
         for (k, hash) in tenant.key_hashes.iter().enumerate() {
-            keys.insert(hash, compiled.clone())
+            let key_limit = limits.table.attach(
+                limits.previous,
+                Place::Key {
+                    tenant: &tenant.name,
+                    hash,
+                },
+                tenant.key_limits.as_ref(),
+            );
+            keys.insert(hash, compiled.clone(), key_limit)
                 .map_err(|why| problem(format!("{path}.key_hashes[{k}]"), why))?;
         }
     }
@@ -234,6 +272,8 @@ pub fn recompile(
             .collect(),
         routes,
         prompts,
+        rate_limits: limit_table,
+        max_output_reservation: config.rate_limits.max_output_reservation,
         providers: providers
             .into_iter()
             .map(|(name, provider)| (name.into(), provider))

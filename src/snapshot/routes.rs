@@ -12,6 +12,8 @@ use crate::config::{RouteConfig, StickyKey, TimeoutsConfig, UnsupportedParams, V
 use crate::prompt::{Library, PromptCanary};
 use crate::providers::Provider;
 use crate::providers::openai::static_headers;
+use crate::ratelimit::estimate::{Estimator, TokenCounting};
+use crate::ratelimit::{Limit, LimitTable, Place};
 use crate::routing::Split;
 use crate::telemetry::metrics::{GenAiMetrics, Metrics, RequestCounters, VersionMetrics};
 use crate::telemetry::trace::spans::VersionAttributes;
@@ -22,6 +24,14 @@ pub struct SeriesSource<'a> {
     pub metrics: &'a Metrics,
     pub tenants: &'a [&'a str],
     pub config_version: &'a str,
+}
+
+/// Where compiled limits go, the previous snapshot's (whose buckets they may keep), and how
+/// token budgets count input tokens unless a route says otherwise.
+pub struct LimitSource<'a> {
+    pub table: &'a mut LimitTable,
+    pub previous: Option<&'a LimitTable>,
+    pub token_counting: &'a TokenCounting,
 }
 
 /// Most attempts one request may make, whatever the config says.
@@ -52,6 +62,10 @@ pub struct Route {
     pub unsupported_params: UnsupportedParams,
     /// Per prompt id: this route's split between versions of that prompt.
     pub prompt_canaries: HashMap<Box<str>, PromptCanary>,
+    /// The route's limits, every caller together.
+    pub limits: Option<Arc<Limit>>,
+    /// Each tenant's limits on this route, by tenant slot.
+    pub tenant_limits: Box<[Option<Arc<Limit>>]>,
 }
 
 /// A route's retry budget, compiled.
@@ -91,6 +105,10 @@ pub struct Version {
     pub requests: Box<[Arc<RequestCounters>]>,
     /// What every span of a request served by this version repeats, encoded once.
     pub span_attributes: VersionAttributes,
+    /// The version's limits, every caller together.
+    pub limits: Option<Arc<Limit>>,
+    /// Counts a request's input tokens for token budgets.
+    pub estimator: Estimator,
 }
 
 impl Route {
@@ -117,6 +135,7 @@ pub fn compile(
     providers: &HashMap<&str, Provider>,
     prompts: &Library,
     series: &SeriesSource<'_>,
+    limits: &mut LimitSource<'_>,
 ) -> Result<Route, CompileError> {
     let path = format!("routes.{alias}");
     if alias.is_empty() || alias.contains('@') {
@@ -155,6 +174,7 @@ pub fn compile(
                     timeouts: None,
                     headers: Default::default(),
                     defaults: Default::default(),
+                    limits: None,
                 };
                 vec![(DEFAULT_VERSION, &short, path.clone())]
             }
@@ -175,9 +195,21 @@ pub fn compile(
 
     let mut compiled = Vec::with_capacity(versions.len());
     for (name, version, vpath) in versions {
-        compiled.push(compile_version(
-            alias, name, version, route, providers, series, &vpath,
-        )?);
+        let context = VersionContext {
+            providers,
+            series,
+            counting: route
+                .token_counting
+                .as_ref()
+                .unwrap_or(limits.token_counting),
+        };
+        let mut compiled_version = compile_version(alias, name, version, route, &context, &vpath)?;
+        compiled_version.limits = limits.table.attach(
+            limits.previous,
+            Place::Version(alias, name),
+            version.limits.as_ref(),
+        );
+        compiled.push(compiled_version);
     }
     let split = Split::new(alias, compiled.iter().map(|v| (&*v.name, v.weight)));
     let shadows: Box<[usize]> = (0..compiled.len())
@@ -280,7 +312,28 @@ pub fn compile(
         trace_content: route.trace_content,
         unsupported_params: route.unsupported_params,
         prompt_canaries,
+        limits: limits
+            .table
+            .attach(limits.previous, Place::Route(alias), route.limits.as_ref()),
+        tenant_limits: series
+            .tenants
+            .iter()
+            .map(|tenant| {
+                limits.table.attach(
+                    limits.previous,
+                    Place::TenantOnRoute(tenant, alias),
+                    route.tenant_limits.as_ref(),
+                )
+            })
+            .collect(),
     })
+}
+
+/// What every version of a route is compiled against.
+struct VersionContext<'a> {
+    providers: &'a HashMap<&'a str, Provider>,
+    series: &'a SeriesSource<'a>,
+    counting: &'a TokenCounting,
 }
 
 fn compile_version(
@@ -288,10 +341,14 @@ fn compile_version(
     name: &str,
     version: &VersionConfig,
     route: &RouteConfig,
-    providers: &HashMap<&str, Provider>,
-    series: &SeriesSource<'_>,
+    context: &VersionContext<'_>,
     path: &str,
 ) -> Result<Version, CompileError> {
+    let VersionContext {
+        providers,
+        series,
+        counting,
+    } = context;
     if name.is_empty() || name.contains('@') {
         return Err(problem(
             path,
@@ -331,6 +388,8 @@ fn compile_version(
             .check_model(upstream_model)
             .map_err(|why| problem(format!("{path}.upstream_model"), why))?;
     }
+    let estimator = Estimator::new(&counting.resolve(upstream_model))
+        .map_err(|why| problem(format!("{path}.token_counting"), why))?;
     let upstream_model_json = serde_json::to_vec(upstream_model)
         .map_err(|e| problem(format!("{path}.upstream_model"), e.to_string()))?;
     Ok(Version {
@@ -361,6 +420,8 @@ fn compile_version(
             provider,
             upstream_model,
         ),
+        limits: None,
+        estimator,
     })
 }
 

@@ -36,6 +36,15 @@ pub fn record(
     completed: bool,
 ) {
     let duration = exchange.arrived.elapsed();
+    exchange.settle_admissions(
+        crate::ratelimit::admit::Outcome {
+            usage: stats.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            streamed: stats.stream,
+            events: u64::from(stats.events),
+            failed_before_answer: stats.error.is_some() && stats.events == 0,
+        },
+        crate::ratelimit::clock::now_ns(),
+    );
     record_metrics(exchange, metrics, status, stats, duration);
     let route = exchange.route.get();
     let version = exchange.version();
@@ -276,6 +285,9 @@ where
                 let headers = response.headers_mut();
                 headers.insert(PROMPT_VERSION_HEADER, prompt.reference.clone());
                 headers.insert(PROMPT_HASH_HEADER, prompt.hash_header.clone());
+            }
+            if let Some(admission) = exchange.admission.get() {
+                admission.report.write(response.headers_mut());
             }
             // The response head is ready: what the gateway spent so far is its overhead.
             version

@@ -532,7 +532,13 @@ pub(super) fn error_response(
     body: Bytes,
     mut stats: ExchangeStats,
 ) -> Response<GatewayBody> {
-    stats.error = Some(ErrorKind::UpstreamStatus);
+    // A 429 is the upstream rate-limiting Tollgate, whatever its body says: counted apart
+    // from other upstream errors, and apart from Tollgate's own `rate_limit_exceeded`.
+    stats.error = Some(if status == StatusCode::TOO_MANY_REQUESTS {
+        ErrorKind::UpstreamRateLimited
+    } else {
+        ErrorKind::UpstreamStatus
+    });
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -3,6 +3,7 @@
 // Not every test binary uses every helper; helpers fail loudly by design.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod limits;
 pub mod otlp;
 pub mod prompts;
 

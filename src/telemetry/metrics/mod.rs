@@ -236,7 +236,7 @@ impl Metrics {
 }
 
 /// Escapes a label value per the text format.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -315,6 +315,14 @@ fn step_attributes(span: &mut Vec<u8>, exchange: &Exchange, step: &Step, finishe
             Some(prompt) => {
                 span.extend_from_slice(&prompt.span_attributes);
                 attr!(span, "tollgate.prompt.canary", Value::Bool(step.flag));
+                // The version resolved, but its variables or its template failed.
+                if let Some(
+                    kind @ (ErrorKind::InvalidPromptVariable | ErrorKind::PromptRenderFailed),
+                ) = finished.answer.error
+                {
+                    attr!(span, "error.type", Value::Str(kind.code()));
+                    error_status(span, kind.code());
+                }
             }
             None => {
                 if let Some(kind) = finished.answer.error {
