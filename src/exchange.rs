@@ -191,8 +191,20 @@ impl Exchange {
     }
 
     /// Keeps a fallback attempt's admission to its version's limits until the request ends.
-    pub fn hold_fallback_admission(&self, admission: Admission) {
-        lock(&self.fallback_admissions).push(admission);
+    /// An earlier fallback attempt's admission is settled now: that attempt failed (another
+    /// one is being made), so it produced no tokens.
+    pub fn hold_fallback_admission(&self, admission: Admission, now: u64) {
+        let mut held = lock(&self.fallback_admissions);
+        for earlier in held.iter() {
+            earlier.settle(
+                crate::ratelimit::admit::Outcome {
+                    failed_before_answer: true,
+                    ..Default::default()
+                },
+                now,
+            );
+        }
+        held.push(admission);
     }
 
     /// The request ended: every admission it holds is trued up and given back.

@@ -85,9 +85,10 @@ pub fn admit_fallback(
         .map_or(0, |snapshot| snapshot.max_output_reservation);
     let limits: Applicable = std::iter::once(limit.clone()).collect();
     let estimate = estimate(&limits, version, fields, surface, max_output);
-    match admit(limits, estimate, clock::now_ns()) {
+    let now = clock::now_ns();
+    match admit(limits, estimate, now) {
         Ok(admission) => {
-            exchange.hold_fallback_admission(admission);
+            exchange.hold_fallback_admission(admission, now);
             Ok(())
         }
         Err(rejection) => Err(refused(&rejection, &estimate).retryable()),
