@@ -191,11 +191,14 @@ impl Exchange {
     }
 
     /// Keeps a fallback attempt's admission to its version's limits until the request ends.
-    /// An earlier fallback attempt's admission is settled now: that attempt failed (another
-    /// one is being made), so it produced no tokens.
-    pub fn hold_fallback_admission(&self, admission: Admission, now: u64) {
-        let mut held = lock(&self.fallback_admissions);
-        for earlier in held.iter() {
+    pub fn hold_fallback_admission(&self, admission: Admission) {
+        lock(&self.fallback_admissions).push(admission);
+    }
+
+    /// Another attempt is about to be made, so the fallback attempts before it failed: they
+    /// produced no tokens, and give back their places in flight now.
+    pub fn release_failed_fallbacks(&self, now: u64) {
+        for earlier in lock(&self.fallback_admissions).iter() {
             earlier.settle(
                 crate::ratelimit::admit::Outcome {
                     failed_before_answer: true,
@@ -204,7 +207,6 @@ impl Exchange {
                 now,
             );
         }
-        held.push(admission);
     }
 
     /// The request ended: every admission it holds is trued up and given back.

@@ -274,6 +274,27 @@ async fn a_version_limit_also_holds_for_requests_that_fall_back_to_it() {
     );
 }
 
+/// A fallback attempt that failed frees its place in its version's limit when the route
+/// tries that version again: only the last attempt's answer is the request's.
+#[tokio::test]
+async fn a_failed_fallback_attempt_gives_back_its_place_in_flight() {
+    let bad = mock_failing_with(503).await;
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n{OPEN}\
+         providers:\n  bad:\n    type: openai\n    base_url: {}\n\
+         routes:\n  f:\n    versions:\n      primary: {{provider: bad, weight: 1}}\n      \
+         backup: {{provider: bad, weight: 0, limits: {{concurrent: 1}}}}\n    \
+         fallbacks: [backup]\n    retry: {{max_attempts: 3, backoff: 1ms, max_backoff: 50ms}}\n",
+        bad.base_url()
+    );
+    let gw = gateway(&yaml).await;
+    let (status, _, text) = chat(&gw, &chat_body("f", "")).await;
+    // Three attempts went upstream (primary, backup, backup again): the upstream's 503 is the
+    // answer, not a refusal by backup's limit of one in flight.
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(bad.stats().requests(), 3);
+}
+
 #[tokio::test]
 async fn combined_limits_report_the_tightest_and_a_refusal_takes_nothing() {
     let tenants: &[(&str, &[&str], &str)] = &[(

@@ -77,6 +77,8 @@ pub fn admit_fallback(
     fields: &RequestFields<'_>,
     surface: Surface,
 ) -> Result<(), GatewayError> {
+    let now = clock::now_ns();
+    exchange.release_failed_fallbacks(now);
     let Some(limit) = &version.limits else {
         return Ok(());
     };
@@ -85,10 +87,9 @@ pub fn admit_fallback(
         .map_or(0, |snapshot| snapshot.max_output_reservation);
     let limits: Applicable = std::iter::once(limit.clone()).collect();
     let estimate = estimate(&limits, version, fields, surface, max_output);
-    let now = clock::now_ns();
     match admit(limits, estimate, now) {
         Ok(admission) => {
-            exchange.hold_fallback_admission(admission, now);
+            exchange.hold_fallback_admission(admission);
             Ok(())
         }
         Err(rejection) => Err(refused(&rejection, &estimate).retryable()),
