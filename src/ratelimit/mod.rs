@@ -10,6 +10,7 @@ pub mod clock;
 pub mod estimate;
 pub mod gcra;
 pub mod headers;
+pub mod shared;
 
 pub use admit::{Admission, admit};
 

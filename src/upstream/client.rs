@@ -44,29 +44,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|err| format!("cannot read CA file {}: {err}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|err| format!("bad PEM in CA file {}: {err}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("CA file {} holds no certificate", path.display()));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|err| format!("CA file {}: {err}", path.display()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| format!("TLS setup failed: {err}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = tls_config(ca_file)?;
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -91,4 +69,32 @@ where
         client.http2_only(true);
     }
     Ok(client.build(connector))
+}
+
+/// rustls trusting the webpki roots and the certificates in `ca_file`: every client Tollgate
+/// opens (upstreams, the span exporter, the shared rate-limit store) trusts the same way.
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|err| format!("cannot read CA file {}: {err}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|err| format!("bad PEM in CA file {}: {err}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("CA file {} holds no certificate", path.display()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|err| format!("CA file {}: {err}", path.display()))?;
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| format!("TLS setup failed: {err}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
