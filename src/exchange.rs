@@ -66,8 +66,9 @@ pub struct Exchange {
     /// What the request took from its limits: trued up and given back when it ends; its
     /// report becomes the rate-limit headers (on a refusal too).
     pub admission: OnceLock<Admission>,
-    /// What fallback attempts took from the limits of their versions.
-    fallback_admissions: Mutex<Vec<Admission>>,
+    /// What attempts took from the limits of their versions (the chosen version's, then each
+    /// fallback's): settled as failed when the next attempt starts, else with the request.
+    version_admissions: Mutex<Vec<Admission>>,
     /// `gen_ai.operation.name`, once the API surface is known.
     pub operation: OnceLock<Operation>,
     /// Index of the route version serving the request, in `route.versions` (`usize::MAX`
@@ -124,7 +125,7 @@ impl Exchange {
             prompt: OnceLock::new(),
             key_limits: OnceLock::new(),
             admission: OnceLock::new(),
-            fallback_admissions: Mutex::new(Vec::new()),
+            version_admissions: Mutex::new(Vec::new()),
             operation: OnceLock::new(),
             version: AtomicUsize::new(usize::MAX),
             attempts: AtomicUsize::new(0),
@@ -190,15 +191,16 @@ impl Exchange {
         nanos(self.arrived.elapsed())
     }
 
-    /// Keeps a fallback attempt's admission to its version's limits until the request ends.
-    pub fn hold_fallback_admission(&self, admission: Admission) {
-        lock(&self.fallback_admissions).push(admission);
+    /// Keeps an attempt's admission to its version's limits until the attempt or the request
+    /// ends.
+    pub fn hold_version_admission(&self, admission: Admission) {
+        lock(&self.version_admissions).push(admission);
     }
 
-    /// Another attempt is about to be made, so the fallback attempts before it failed: they
-    /// produced no tokens, and give back their places in flight now.
-    pub fn release_failed_fallbacks(&self, now: u64) {
-        for earlier in lock(&self.fallback_admissions).iter() {
+    /// Another attempt is about to be made, so the attempts before it failed: they produced
+    /// no tokens, and give back their places in their versions' limits now.
+    pub fn release_failed_attempts(&self, now: u64) {
+        for earlier in lock(&self.version_admissions).iter() {
             earlier.settle(
                 crate::ratelimit::admit::Outcome {
                     failed_before_answer: true,
@@ -214,7 +216,7 @@ impl Exchange {
         if let Some(admission) = self.admission.get() {
             admission.settle(outcome, now);
         }
-        for admission in lock(&self.fallback_admissions).iter() {
+        for admission in lock(&self.version_admissions).iter() {
             admission.settle(outcome, now);
         }
     }

@@ -295,6 +295,38 @@ async fn a_failed_fallback_attempt_gives_back_its_place_in_flight() {
     assert_eq!(bad.stats().requests(), 3);
 }
 
+/// The chosen version's limit goes with its attempt: when that attempt fails and a fallback
+/// answers, the version is refunded at once and never charged for the fallback's tokens.
+#[tokio::test]
+async fn a_failed_first_version_is_not_charged_for_its_fallbacks_answer() {
+    let bad = mock_failing_with(503).await;
+    let good = MockServer::start(MockConfig::default()).await.unwrap();
+    let yaml = format!(
+        "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n{OPEN}\
+         providers:\n  bad:\n    type: openai\n    base_url: {}\n  good:\n    type: openai\n    base_url: {}\n\
+         routes:\n  f:\n    versions:\n      \
+         primary: {{provider: bad, weight: 1, limits: {{tokens_per_day: 100000}}}}\n      \
+         backup: {{provider: good, weight: 0}}\n    \
+         fallbacks: [backup]\n    retry: {{backoff: 1ms, max_backoff: 50ms}}\n",
+        bad.base_url(),
+        good.base_url()
+    );
+    let gw = gateway(&yaml).await;
+    let body = chat_body("f", r#","max_tokens":100"#);
+    let mut seen = Vec::new();
+    for n in 1..=3 {
+        let (status, headers, text) = chat(&gw, &body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(headers["x-tollgate-route-version"], "backup");
+        recorded(&gw, &[("route", "f")], f64::from(n)).await;
+        seen.push(standing(&headers, "tokens"));
+    }
+    // Each request sees the primary's budget less its own estimate only: nothing stayed
+    // charged from the requests before it.
+    assert_eq!(seen[0], (100_000, 100_000 - INPUT_ESTIMATE - 100));
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+}
+
 #[tokio::test]
 async fn combined_limits_report_the_tightest_and_a_refusal_takes_nothing() {
     let tenants: &[(&str, &[&str], &str)] = &[(

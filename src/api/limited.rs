@@ -57,7 +57,16 @@ pub fn admit_request(
         snapshot.max_output_reservation,
     );
     match admit(limits, estimate, clock::now_ns()) {
-        Ok(admission) => {
+        Ok(mut admission) => {
+            // The chosen version's limit goes with the first attempt: if that attempt fails
+            // and a fallback answers, the version is not charged for the fallback's tokens.
+            if let Some(version_part) = version
+                .limits
+                .as_ref()
+                .and_then(|limit| admission.split_off(limit))
+            {
+                exchange.hold_version_admission(version_part);
+            }
             let _ = exchange.admission.set(admission);
             Ok(())
         }
@@ -78,7 +87,7 @@ pub fn admit_fallback(
     surface: Surface,
 ) -> Result<(), GatewayError> {
     let now = clock::now_ns();
-    exchange.release_failed_fallbacks(now);
+    exchange.release_failed_attempts(now);
     let Some(limit) = &version.limits else {
         return Ok(());
     };
@@ -89,7 +98,7 @@ pub fn admit_fallback(
     let estimate = estimate(&limits, version, fields, surface, max_output);
     match admit(limits, estimate, now) {
         Ok(admission) => {
-            exchange.hold_fallback_admission(admission);
+            exchange.hold_version_admission(admission);
             Ok(())
         }
         Err(rejection) => Err(refused(&rejection, &estimate).retryable()),

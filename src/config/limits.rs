@@ -38,6 +38,31 @@ pub struct LimitConfig {
     pub concurrent: Option<u32>,
 }
 
+impl LimitConfig {
+    /// The first rule set to 0, which no request could ever pass (or which would be read
+    /// as 1): refused when the config compiles.
+    pub fn zero_rule(&self) -> Option<&'static str> {
+        let c = self;
+        [
+            ("requests_per_second", c.requests_per_second),
+            ("requests_per_minute", c.requests_per_minute),
+            ("tokens_per_minute", c.tokens_per_minute),
+            ("tokens_per_hour", c.tokens_per_hour),
+            ("tokens_per_day", c.tokens_per_day),
+            ("input_tokens_per_minute", c.input_tokens_per_minute),
+            ("input_tokens_per_hour", c.input_tokens_per_hour),
+            ("input_tokens_per_day", c.input_tokens_per_day),
+            ("output_tokens_per_minute", c.output_tokens_per_minute),
+            ("output_tokens_per_hour", c.output_tokens_per_hour),
+            ("output_tokens_per_day", c.output_tokens_per_day),
+            ("concurrent", c.concurrent.map(u64::from)),
+        ]
+        .into_iter()
+        .find(|(_, value)| *value == Some(0))
+        .map(|(key, _)| key)
+    }
+}
+
 /// Settings every token budget shares.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

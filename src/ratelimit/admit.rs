@@ -82,7 +82,8 @@ pub struct Outcome {
     pub failed_before_answer: bool,
 }
 
-/// The worse of two refusals: never beats any wait; otherwise the longer wait.
+/// Whether `b` is a worse refusal than `a`: too large (it can never pass) is the worst of
+/// all; between waits, the longer.
 fn worse(a: Refusal, b: Refusal) -> bool {
     match (a, b) {
         (Refusal::TooLarge, _) => false,
@@ -229,6 +230,20 @@ fn give_back(rule: &Rule, estimate: &Estimate, now: u64) {
 }
 
 impl Admission {
+    /// Moves `limit` out of this admission into one of its own, which holds the same take
+    /// (charges are a function of the estimate and the rule): an attempt's version limit is
+    /// settled with that attempt, the request's other limits with the request.
+    pub fn split_off(&mut self, limit: &Arc<Limit>) -> Option<Admission> {
+        let at = self.limits.iter().position(|l| Arc::ptr_eq(l, limit))?;
+        let moved = self.limits.remove(at);
+        Some(Admission {
+            limits: std::iter::once(moved).collect(),
+            estimate: self.estimate,
+            report: Report::default(),
+            settled: AtomicBool::new(false),
+        })
+    }
+
     /// A request refused: it holds nothing, and only reports its limits' headers.
     pub fn refused(report: Report) -> Admission {
         Admission {
@@ -474,6 +489,39 @@ mod tests {
             1000 - 140 - 600,
             "no usage, no stream: the estimate stands"
         );
+    }
+
+    #[test]
+    fn a_split_off_limit_is_settled_on_its_own() {
+        let route = limit("route:m", "tokens_per_minute: 1000\n");
+        let version = limit("version:m/a", "tokens_per_minute: 1000\nconcurrent: 1\n");
+        let both: Applicable = [route.clone(), version.clone()].into_iter().collect();
+        let mut admission = admit(both, tokens(100, 100), 0).unwrap();
+        let version_part = admission.split_off(&version).unwrap();
+        // The version's attempt failed: its part is refunded and its place freed at once.
+        version_part.settle(
+            Outcome {
+                failed_before_answer: true,
+                ..Outcome::default()
+            },
+            0,
+        );
+        assert_eq!(remaining(&version, 0, 0), 1000);
+        assert_eq!(remaining(&version, 1, 0), 1);
+        assert_eq!(
+            remaining(&route, 0, 0),
+            800,
+            "the request's limits still hold their take"
+        );
+        admission.settle(
+            Outcome {
+                usage: Some((50, 50)),
+                ..Outcome::default()
+            },
+            0,
+        );
+        assert_eq!(remaining(&route, 0, 0), 900);
+        assert!(admission.split_off(&version).is_none());
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub fn recompile(
         ));
     }
 
+    check_limits(config)?;
     let workers = crate::server::worker_count(config.server.workers);
     let mut providers: HashMap<&str, Provider> = HashMap::new();
     for (name, provider) in &config.providers {
@@ -282,6 +283,57 @@ pub fn recompile(
     })
 }
 
+/// Every limit in `config` sets its rules above 0.
+fn check_limits(config: &Config) -> Result<(), CompileError> {
+    let mut limits: Vec<(String, &crate::config::LimitConfig)> = Vec::new();
+    for (i, tenant) in config.tenants.iter().enumerate() {
+        limits.extend(
+            tenant
+                .limits
+                .iter()
+                .map(|l| (format!("tenants[{i}].limits"), l)),
+        );
+        limits.extend(
+            tenant
+                .key_limits
+                .iter()
+                .map(|l| (format!("tenants[{i}].key_limits"), l)),
+        );
+    }
+    for (alias, route) in &config.routes {
+        limits.extend(
+            route
+                .limits
+                .iter()
+                .map(|l| (format!("routes.{alias}.limits"), l)),
+        );
+        limits.extend(
+            route
+                .tenant_limits
+                .iter()
+                .map(|l| (format!("routes.{alias}.tenant_limits"), l)),
+        );
+        for (name, version) in &route.versions {
+            limits.extend(
+                version
+                    .limits
+                    .iter()
+                    .map(|l| (format!("routes.{alias}.versions.{name}.limits"), l)),
+            );
+        }
+    }
+    match limits
+        .into_iter()
+        .find_map(|(path, l)| Some((path, l.zero_rule()?)))
+    {
+        Some((path, rule)) => Err(problem(
+            format!("{path}.{rule}"),
+            "must be at least 1 (leave the rule out for no limit)",
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +376,15 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(err.path, "tenants[0].key_hashes[0]");
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_refused_with_its_key() {
+        let err = compile_yaml(&format!(
+            "{DEMO}routes:\n  m:\n    provider: d\n    tenant_limits: {{requests_per_minute: 5, concurrent: 0}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.path, "routes.m.tenant_limits.concurrent");
     }
 
     #[test]
