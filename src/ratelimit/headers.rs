@@ -2,8 +2,6 @@
 //! for the most constraining limit of each kind, and their duration format (`1s`, `6m0s`,
 //! `20ms`).
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::gcra::Standing;
@@ -49,7 +47,10 @@ const NAMES: [[HeaderName; 3]; 2] = [
 impl Report {
     /// Writes the headers of the kinds a limit applied to.
     pub fn write(&self, headers: &mut HeaderMap) {
-        for (tightest, names) in [self.requests, self.tokens].iter().zip(&NAMES) {
+        let kinds = [self.requests, self.tokens];
+        // Room for all six at once: the map grows once, not header by header.
+        headers.reserve(3 * kinds.iter().flatten().count());
+        for (tightest, names) in kinds.iter().zip(&NAMES) {
             let Some(t) = tightest else { continue };
             let mut buffer = itoa::Buffer::new();
             if let Ok(v) = HeaderValue::from_str(buffer.format(t.limit)) {
@@ -58,32 +59,66 @@ impl Report {
             if let Ok(v) = HeaderValue::from_str(buffer.format(t.standing.remaining)) {
                 headers.insert(names[1].clone(), v);
             }
-            if let Ok(v) = HeaderValue::try_from(duration_text(t.standing.reset_ns)) {
+            let mut text = DurationText::default();
+            text.write(t.standing.reset_ns);
+            if let Ok(v) = HeaderValue::from_bytes(text.as_bytes()) {
                 headers.insert(names[2].clone(), v);
             }
         }
     }
 }
 
+/// [`duration_text`] without the formatting machinery or an allocation: it is written on
+/// every response a limit applies to.
+#[derive(Default)]
+struct DurationText {
+    // The longest, `{u64}h59m59s`, is 27 bytes.
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl DurationText {
+    fn push(&mut self, text: &[u8]) {
+        let end = (self.len + text.len()).min(self.bytes.len());
+        let n = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&text[..n]);
+        self.len = end;
+    }
+
+    fn number(&mut self, n: u64, unit: &[u8]) {
+        let mut buffer = itoa::Buffer::new();
+        self.push(buffer.format(n).as_bytes());
+        self.push(unit);
+    }
+
+    fn write(&mut self, ns: u64) {
+        const MS: u64 = 1_000_000;
+        const S: u64 = 1_000 * MS;
+        if ns < S {
+            return self.number(ns.div_ceil(MS), b"ms");
+        }
+        let seconds = ns.div_ceil(S);
+        let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+        if h > 0 {
+            self.number(h, b"h");
+        }
+        if h > 0 || m > 0 {
+            self.number(m, b"m");
+        }
+        self.number(s, b"s");
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A duration as OpenAI writes its reset headers: `20ms` under a second, else hours,
 /// minutes and seconds (`1s`, `6m0s`, `1h0m0s`), seconds rounded up.
 pub fn duration_text(ns: u64) -> String {
-    const MS: u64 = 1_000_000;
-    const S: u64 = 1_000 * MS;
-    if ns < S {
-        return format!("{}ms", ns.div_ceil(MS));
-    }
-    let seconds = ns.div_ceil(S);
-    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
-    let mut out = String::new();
-    if h > 0 {
-        let _ = write!(out, "{h}h");
-    }
-    if h > 0 || m > 0 {
-        let _ = write!(out, "{m}m");
-    }
-    let _ = write!(out, "{s}s");
-    out
+    let mut text = DurationText::default();
+    text.write(ns);
+    String::from_utf8_lossy(text.as_bytes()).into_owned()
 }
 
 #[cfg(test)]
@@ -97,6 +132,7 @@ mod tests {
         assert_eq!(duration_text(1_000_000_000), "1s");
         assert_eq!(duration_text(360_000_000_000), "6m0s");
         assert_eq!(duration_text(3_600_000_000_001), "1h0m1s");
+        assert_eq!(duration_text(u64::MAX), "5124095h34m34s");
     }
 
     #[test]
