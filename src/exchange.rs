@@ -68,7 +68,9 @@ pub struct Exchange {
     pub admission: OnceLock<Admission>,
     /// What attempts took from the limits of their versions (the chosen version's, then each
     /// fallback's): settled as failed when the next attempt starts, else with the request.
-    version_admissions: Mutex<Vec<Admission>>,
+    /// Created by the first such admission, so a request without version limits takes no
+    /// lock for it.
+    version_admissions: OnceLock<Mutex<Vec<Admission>>>,
     /// `gen_ai.operation.name`, once the API surface is known.
     pub operation: OnceLock<Operation>,
     /// Index of the route version serving the request, in `route.versions` (`usize::MAX`
@@ -125,7 +127,7 @@ impl Exchange {
             prompt: OnceLock::new(),
             key_limits: OnceLock::new(),
             admission: OnceLock::new(),
-            version_admissions: Mutex::new(Vec::new()),
+            version_admissions: OnceLock::new(),
             operation: OnceLock::new(),
             version: AtomicUsize::new(usize::MAX),
             attempts: AtomicUsize::new(0),
@@ -194,13 +196,16 @@ impl Exchange {
     /// Keeps an attempt's admission to its version's limits until the attempt or the request
     /// ends.
     pub fn hold_version_admission(&self, admission: Admission) {
-        lock(&self.version_admissions).push(admission);
+        lock(self.version_admissions.get_or_init(Mutex::default)).push(admission);
     }
 
     /// Another attempt is about to be made, so the attempts before it failed: they produced
     /// no tokens, and give back their places in their versions' limits now.
     pub fn release_failed_attempts(&self, now: u64) {
-        for earlier in lock(&self.version_admissions).iter() {
+        let Some(held) = self.version_admissions.get() else {
+            return;
+        };
+        for earlier in lock(held).iter() {
             earlier.settle(
                 crate::ratelimit::admit::Outcome {
                     failed_before_answer: true,
@@ -216,7 +221,10 @@ impl Exchange {
         if let Some(admission) = self.admission.get() {
             admission.settle(outcome, now);
         }
-        for admission in lock(&self.version_admissions).iter() {
+        let Some(held) = self.version_admissions.get() else {
+            return;
+        };
+        for admission in lock(held).iter() {
             admission.settle(outcome, now);
         }
     }

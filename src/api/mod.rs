@@ -168,14 +168,6 @@ async fn serve(
             (&rendered, RequestFields::parse(&rendered)?)
         }
     };
-    if fields.model.is_empty() {
-        // Only a request naming a prompt may leave `model` out, and only where it renders.
-        return Err(GatewayError::new(
-            ErrorKind::MissingModel,
-            "you must provide a model parameter",
-        )
-        .with_param("model"));
-    }
     let wanted = choose::Wanted {
         model: &fields.model,
         user: fields.user.as_deref(),
